@@ -1,0 +1,22 @@
+"""npsqueeze: SqueezeBERT (Iandola et al. 2020, arXiv 2006.11316) forward-only, in pure NumPy."""
+
+from .config import Config, NpsqueezeError
+from .model import (
+    ARCHITECTURES,
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    ModelOutput,
+    SqueezeBertForMaskedLM,
+    SqueezeBertForMultipleChoice,
+    SqueezeBertForQuestionAnswering,
+    SqueezeBertForSequenceClassification,
+    SqueezeBertForTokenClassification,
+    SqueezeBertModel,
+    from_pretrained,
+)
+
+__version__ = "0.1.0"

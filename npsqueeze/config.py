@@ -1,0 +1,111 @@
+"""The model's hyper-parameters, read from an HF `config.json`.
+
+SqueezeBERT and BERT share every field but the group counts: BERT is the case where every group
+count is 1 (its position-wise Linear layers are 1x1 convolutions with one group).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NpsqueezeError(ValueError):
+    """Bad input to npsqueeze: a missing or broken checkpoint, ids out of range, wrong shapes, ..."""
+
+
+GROUP_ROLES = ("q_groups", "k_groups", "v_groups", "post_attention_groups", "intermediate_groups",
+               "output_groups")
+MODEL_TYPES = ("squeezebert", "bert")
+
+
+@dataclass(frozen=True)
+class Config:
+    model_type: str = "squeezebert"
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    # SqueezeBERT's groups, one count per role (paper, section 4.1); BERT has 1 everywhere.
+    q_groups: int = 4
+    k_groups: int = 4
+    v_groups: int = 4
+    post_attention_groups: int = 1
+    intermediate_groups: int = 4
+    output_groups: int = 4
+    tie_word_embeddings: bool = True
+    architectures: tuple[str, ...] = ()
+    id2label: dict[int, str] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict, repr=False, compare=False)  # config.json as read
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) or 2
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        model_type = d.get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise NpsqueezeError(f"unsupported model_type {model_type!r} in config (npsqueeze runs "
+                                 f"{' and '.join(MODEL_TYPES)})")
+        kw = {f: d[f] for f in cls.__dataclass_fields__ if f in d and f not in ("raw", "id2label")}
+        if model_type == "bert":
+            kw.update({role: 1 for role in GROUP_ROLES})  # a BERT config has no groups: all dense
+        elif d.get("embedding_size", d.get("hidden_size")) != d.get("hidden_size", 768):
+            raise NpsqueezeError("embedding_size != hidden_size is not supported (nor by transformers)")
+        kw["architectures"] = tuple(d.get("architectures") or ())
+        kw["id2label"] = {int(k): v for k, v in (d.get("id2label") or {}).items()}
+        if kw.get("pad_token_id") is None:
+            kw.pop("pad_token_id", None)
+        try:
+            cfg = cls(**kw, raw=dict(d))
+        except TypeError as e:
+            raise NpsqueezeError(f"bad config: {e}") from None
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NpsqueezeError(f"no config.json at {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise NpsqueezeError(f"cannot read {path}: {e}") from None
+        if not isinstance(d, dict):
+            raise NpsqueezeError(f"{path} does not hold a JSON object")
+        return cls.from_dict(d)
+
+    def validate(self) -> None:
+        ints = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size", *GROUP_ROLES]
+        for f in ints:
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise NpsqueezeError(f"config: {f} must be a positive integer, got {v!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise NpsqueezeError(f"config: hidden_size {self.hidden_size} is not a multiple of "
+                                 f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ("gelu", "relu"):
+            raise NpsqueezeError(f"config: hidden_act {self.hidden_act!r} is not supported (gelu, relu)")
+        for role, cin, cout in self.conv_shapes():
+            g = getattr(self, role)
+            if cin % g or cout % g:
+                raise NpsqueezeError(f"config: {role}={g} does not divide the {cin} input and {cout} "
+                                     "output channels")
+
+    def conv_shapes(self) -> list[tuple[str, int, int]]:
+        """(group role, input channels, output channels) of each 1x1 convolution in a block."""
+        C, I = self.hidden_size, self.intermediate_size
+        return [("q_groups", C, C), ("k_groups", C, C), ("v_groups", C, C),
+                ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]

@@ -1,0 +1,58 @@
+"""Build HF checkpoints with transformers, every parameter random, saved in the hub layout.
+
+Test-only: torch and transformers come from the `test` extra; the package never imports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+# A small SqueezeBERT whose group counts differ per role (2/3/1/2/4/3), so a role that read another
+# role's count, or a reshape that mixed up groups, would fail parity.
+SMALL = dict(vocab_size=211, hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
+             intermediate_size=192, max_position_embeddings=64, type_vocab_size=2, embedding_size=96,
+             q_groups=2, k_groups=3, v_groups=1, post_attention_groups=2, intermediate_groups=4,
+             output_groups=3)
+SMALL_BERT = dict(vocab_size=211, hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=192, max_position_embeddings=64, type_vocab_size=2)
+
+HEADS = {  # head -> transformers class suffix
+    None: "Model", "mlm": "ForMaskedLM", "sequence": "ForSequenceClassification",
+    "token": "ForTokenClassification", "qa": "ForQuestionAnswering", "choice": "ForMultipleChoice",
+}
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter random, LayerNorm gains and biases included: a skipped weight must show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight") or name.endswith("layernorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def build(path: Path, family: str = "squeezebert", head: str | None = None, seed: int = 0,
+          fmt: str = "safetensors", **config) -> torch.nn.Module:
+    """Save a random `family` model with `head` to `path` (config.json + weights); return it in eval mode."""
+    prefix = "SqueezeBert" if family == "squeezebert" else "Bert"
+    cfg_cls = getattr(transformers, prefix + "Config")
+    defaults = SMALL if family == "squeezebert" else SMALL_BERT
+    cfg = cfg_cls(**{**defaults, **config})
+    if family == "bert":
+        cfg._attn_implementation = "eager"
+    model = getattr(transformers, prefix + HEADS[head])(cfg)
+    randomize(model, seed)
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        model.save_pretrained(path)
+    else:  # the 2020 hub uploads: a torch zip pickle named pytorch_model.bin
+        cfg.architectures = [type(model).__name__]
+        cfg.save_pretrained(path)
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
+    return model
