@@ -15,6 +15,12 @@ class NpsqueezeError(ValueError):
     """Bad input to npsqueeze: a missing or broken checkpoint, ids out of range, wrong shapes, ..."""
 
 
+# The repo's weights/ folder (configs of the published models, the vocabulary): shipped inside the
+# wheel as npsqueeze/weights_data, read in place from a source checkout or an editable install.
+WEIGHTS_DIR = next(p for p in (Path(__file__).parent / "weights_data", Path(__file__).parent.parent / "weights")
+                   if p.is_dir())
+BUNDLED = ("squeezebert-uncased", "squeezebert-mnli", "bert-base-uncased")  # folders in WEIGHTS_DIR
+
 GROUP_ROLES = ("q_groups", "k_groups", "v_groups", "post_attention_groups", "intermediate_groups",
                "output_groups")
 MODEL_TYPES = ("squeezebert", "bert")
