@@ -10,8 +10,14 @@ import sys
 from . import __version__
 from .config import NpsqueezeError
 
-# subcommand -> (module, one-line help)
+# subcommand -> (module, one-line help); "module:name" when one module serves several subcommands
 COMMANDS: dict[str, tuple[str, str]] = {
+    "fill-mask": (".infer:fill_mask", "the most likely tokens for each [MASK] in a text"),
+    "classify": (".infer:classify", "labels of texts or sentence pairs, with scores"),
+    "embed": (".infer:embed", "sentence embeddings and their cosine similarities"),
+    "report": (".report", "parameters and FLOPs of SqueezeBERT vs BERT-base, per module; plots; latency"),
+    "convert": (".convert", "HF checkpoint (.bin or .safetensors, or hub id) -> folder npsqueeze memory-maps"),
+    "bench": (".bench", "latency, throughput, effective GFLOP/s and peak memory of the NumPy engine"),
 }
 
 
@@ -23,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        module, _, attr = module.partition(":")
         mod = importlib.import_module(module, __package__)
+        mod = getattr(mod, attr) if attr else mod
         mod.add_arguments(p)
         p.set_defaults(run=mod.run)
     return parser

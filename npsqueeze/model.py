@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Config, NpsqueezeError
 from .ops import ACTIVATIONS, attention, conv1x1, layer_norm, linear
-from .weights import nest, read_checkpoint, to_engine
+from .weights import load_params, nest
 
 
 def embeddings(input_ids, token_type_ids, p, cfg: Config) -> np.ndarray:
@@ -24,7 +24,7 @@ def embeddings(input_ids, token_type_ids, p, cfg: Config) -> np.ndarray:
     x += p["position_embeddings"]["weight"][:W]  # [W, C] broadcast over the batch
     x += p["token_type_embeddings"]["weight"][token_type_ids]  # [N, W] -> [N, W, C]
     x = layer_norm(x, **p["LayerNorm"], eps=cfg.layer_norm_eps, axis=-1)
-    return x.transpose(0, 2, 1)  # [N, W, C] -> [N, C, W]
+    return np.ascontiguousarray(x.transpose(0, 2, 1))  # [N, W, C] -> [N, C, W]: copied once, read by Q, K, V
 
 
 def self_attention(x, mask, p, cfg: Config) -> np.ndarray:
@@ -108,12 +108,13 @@ class SqueezeBertModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path):
-        """Load an HF checkpoint folder: config.json + model.safetensors (or sharded)."""
+        """Load a checkpoint folder: config.json + HF weights (either format, or sharded), or a
+        folder `npsqueeze convert` wrote."""
         path = Path(path)
         if not path.is_dir():
             raise NpsqueezeError(f"no checkpoint folder at {path}")
         cfg = Config.from_file(path)
-        return cls(cfg, to_engine(read_checkpoint(path), cfg, cls.head, where=str(path)))
+        return cls(cfg, load_params(path, cfg, cls.head))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
         input_ids, attention_mask, token_type_ids = check_inputs(
@@ -218,7 +219,11 @@ ARCHITECTURES["BertForPreTraining"] = BertForMaskedLM  # bert-base-uncased's MLM
 
 def from_pretrained(path: str | Path) -> SqueezeBertModel:
     """Load a checkpoint folder as the class its config.json names in "architectures"."""
-    cfg = Config.from_file(path)
+    return model_class(Config.from_file(path), path).from_pretrained(path)
+
+
+def model_class(cfg: Config, path: str | Path) -> type[SqueezeBertModel]:
+    """The class the config of the checkpoint at `path` names in "architectures" (none: the base model)."""
     arch = cfg.architectures[0] if cfg.architectures else None
     if arch is None:
         cls = BertModel if cfg.model_type == "bert" else SqueezeBertModel
@@ -227,7 +232,7 @@ def from_pretrained(path: str | Path) -> SqueezeBertModel:
     else:
         raise NpsqueezeError(f"unknown architecture {arch!r} in {path}/config.json; npsqueeze knows "
                              + ", ".join(ARCHITECTURES))
-    return cls.from_pretrained(path)
+    return cls
 
 
 # --- input checks ----------------------------------------------------------------------------

@@ -3,17 +3,23 @@
 The engine names every tensor as SqueezeBERT's `SqueezeBertModel` does (no `transformer.` prefix),
 and keeps each 1x1 convolution's weight per group, [G, K/G, C/G], so that `ops.conv1x1` is one einsum.
 `WEIGHT_MAP` below is the only place that knows how HF's names and layouts map onto the engine's.
+safetensors files are memory-mapped (nothing is copied), pytorch_model.bin is read by torchbin.py
+with no torch, and a folder `npsqueeze convert` wrote (`CONVERTED`) is already in the engine's layout.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import mmap
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .config import Config, NpsqueezeError
+from .torchbin import read_torch_bin
 
 # HF prefixes of the base model inside head models: SqueezeBERT's `transformer.`, BERT's `bert.`.
 PREFIXES = ("transformer.", "bert.")
@@ -118,21 +124,77 @@ def linear_entries(name: str, K: int, C: int) -> list[Entry]:
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
+CONVERTED = "npsqueeze.safetensors"  # what `npsqueeze convert` writes: engine names and layout
+FORMAT = "npsqueeze"  # the "format" metadata of a converted file's header
+
+SAFETENSORS_DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+
+
+def safetensors_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Memory-map a safetensors file: ({name: read-only array viewing the file}, header metadata).
+
+    The layout: an 8-byte little-endian header length N, N bytes of JSON -- {name: {"dtype", "shape",
+    "data_offsets": [begin, end]}, "__metadata__": {str: str}} -- then the tensors' bytes back to
+    back, offsets counted from the end of the header. Every field is checked before a byte is viewed:
+    a broken or hostile file raises NpsqueezeError and nothing else. Nothing is copied.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as e:
+        raise NpsqueezeError(f"{path}: cannot read ({e.strerror or e})") from None
+
+    def bad(why: str) -> NpsqueezeError:
+        return NpsqueezeError(f"{path}: not a valid safetensors file: {why}")
+
+    n = int.from_bytes(buf[:8], "little")
+    if size < 8 or n > size - 8:
+        raise bad(f"truncated ({size} bytes, header says {n} + 8)")
+    try:
+        header = json.loads(buf[8:8 + n].decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise bad(f"header is not JSON ({e})") from None
+    metadata = header.pop("__metadata__", {}) if isinstance(header, dict) else None
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise bad("header is not a JSON object with string __metadata__")
+    start, data_len = 8 + n, size - 8 - n
+    spans = []  # (begin, end, name), to check that the tensors tile the data exactly
+    tensors = {}
+    for name, info in header.items():
+        if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}
+                and is_sizes(info["shape"]) and is_sizes(info["data_offsets"]) and len(info["data_offsets"]) == 2):
+            raise bad(f"tensor {name}: entry is not {{dtype, shape, data_offsets: [begin, end]}}")
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+        if dtype is None:
+            raise NpsqueezeError(f"{path}: tensor {name} has dtype {str(info['dtype'])[:20]}, which npsqueeze "
+                                 f"does not read ({', '.join(SAFETENSORS_DTYPES)})")
+        (begin, end), shape = info["data_offsets"], info["shape"]
+        if not begin <= end <= data_len or end - begin != math.prod(shape) * dtype.itemsize:
+            raise bad(f"tensor {name}: bytes {begin}..{end} of {data_len} cannot hold {dtype} {shape}")
+        spans.append((begin, end, name))
+        tensors[name] = np.frombuffer(buf, dtype, math.prod(shape), start + begin).reshape(shape)
+    pos = 0
+    for begin, end, name in sorted(spans):
+        if begin != pos:
+            raise bad(f"tensor {name}: data overlaps another tensor or leaves a gap")
+        pos = end
+    if pos != data_len:
+        raise bad(f"{data_len - pos} bytes after the last tensor")
+    return tensors, metadata
+
+
+def is_sizes(x) -> bool:
+    """A JSON list of non-negative integers (a shape, or offsets)."""
+    return isinstance(x, list) and all(type(i) is int and i >= 0 for i in x)
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise NpsqueezeError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
-    raise NpsqueezeError(f"{path}: reading pytorch_model.bin is not supported yet; convert it to "
-                         "model.safetensors with transformers' save_pretrained")
+    return safetensors_file(path)[0]
 
 
 READERS = {".safetensors": read_safetensors, ".bin": read_torch_bin}
@@ -145,27 +207,48 @@ def read_weight_file(path: Path) -> dict[str, np.ndarray]:
     return reader(path)
 
 
-def read_checkpoint(folder: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of an HF checkpoint folder (single file or sharded with an `*.index.json`)."""
+def weight_files(folder: str | Path) -> list[Path]:
+    """An HF checkpoint folder's weights: [one file], or [the shard index, then each shard]."""
     folder = Path(folder)
     for name in WEIGHT_FILES:
         path = folder / name
         if not path.is_file():
             continue
         if not name.endswith(".index.json"):
-            return read_weight_file(path)
+            return [path]
         try:
             shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise NpsqueezeError(f"{path}: not a valid shard index ({e})") from None
-        tensors = {}
         for shard in shards:
-            shard_path = folder / shard
-            if Path(shard).name != shard or not shard_path.is_file():
+            if not isinstance(shard, str) or Path(shard).name != shard or not (folder / shard).is_file():
                 raise NpsqueezeError(f"{path}: shard {shard!r} is missing")
-            tensors.update(read_weight_file(shard_path))
-        return tensors
+        return [path, *(folder / shard for shard in shards)]
     raise NpsqueezeError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def read_checkpoint(folder: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of an HF checkpoint folder (single file or sharded with an `*.index.json`)."""
+    tensors = {}
+    for path in weight_files(folder):
+        if not path.name.endswith(".index.json"):
+            tensors.update(read_weight_file(path))
+    return tensors
+
+
+def load_params(folder: str | Path, cfg: Config, head: str | None) -> dict[str, np.ndarray]:
+    """The engine's params for `cfg` with `head`, from an HF checkpoint folder or a converted one.
+
+    A folder `npsqueeze convert` wrote is memory-mapped and only checked (float16 storage is upcast);
+    an HF folder goes through `to_engine`.
+    """
+    path = Path(folder) / CONVERTED
+    if path.is_file():
+        tensors, metadata = safetensors_file(path)
+        if metadata.get("format") != FORMAT:
+            raise NpsqueezeError(f"{path}: no format={FORMAT} metadata: not written by npsqueeze convert")
+        return to_engine(tensors, cfg, head, where=str(path), converted=True)
+    return to_engine(read_checkpoint(folder), cfg, head, where=str(weight_files(folder)[0]))
 
 
 # --- HF tensors -> engine params ---------------------------------------------------------------
@@ -181,32 +264,43 @@ def strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def to_engine(tensors: dict[str, np.ndarray], cfg: Config, head: str | None, where: str = "checkpoint"
-              ) -> dict[str, np.ndarray]:
+def to_engine(tensors: dict[str, np.ndarray], cfg: Config, head: str | None, where: str = "checkpoint",
+              converted: bool = False) -> dict[str, np.ndarray]:
     """Rename, reshape and check HF tensors: returns the engine's flat {name: float32 array}.
 
-    Raises NpsqueezeError naming every missing tensor, or the first one of the wrong shape or dtype.
-    Tensors the model does not need (other heads, buffers) are ignored, as transformers does.
+    `converted`: the tensors already have the engine's names and layout (a `CONVERTED` file), and
+    are only checked. Tensors the model does not need (other heads, buffers) are ignored, as
+    transformers does.
     """
-    tensors = strip_prefix(tensors)
-    entries = weight_map(cfg, head)
-    missing = [e.source for e in entries if e.source not in tensors]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise NpsqueezeError(f"{where}: missing {len(missing)} tensor(s) for {cfg.model_type} "
-                             f"{head or 'base'} model: {shown}")
-    params = {}
-    for e in entries:
-        t = tensors[e.source]
-        if not isinstance(t, np.ndarray) or t.dtype.kind != "f":
-            raise NpsqueezeError(f"{where}: tensor {e.source} has dtype {getattr(t, 'dtype', type(t))}, "
-                                 "expected floating point")
-        if tuple(t.shape) != e.hf_shape:
-            raise NpsqueezeError(f"{where}: tensor {e.source} has shape {tuple(t.shape)}, the config "
-                                 f"says {e.hf_shape}")
-        params[e.name] = np.ascontiguousarray(e.to_engine(t.astype(np.float32, copy=False), e.groups))
+    params = engine_tensors(tensors if converted else strip_prefix(tensors), weight_map(cfg, head),
+                            f"{where}: {cfg.model_type} {head or 'base'} model", converted)
     if head == "mlm" and cfg.tie_word_embeddings:  # the decoder shares the input embedding matrix
         params["cls.predictions.decoder.weight"] = params["embeddings.word_embeddings.weight"]
+    return params
+
+
+def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: str,
+                   converted: bool = False) -> dict[str, np.ndarray]:
+    """`entries`' tensors, checked, as float32 in the engine's layout: {engine name: array}.
+
+    `tensors` are named as in HF (prefix stripped), or as in the engine if `converted`. Raises
+    NpsqueezeError naming every missing tensor, or the first one of the wrong shape or dtype.
+    """
+    rows = [(e, e.name, e.shape, keep) if converted else (e, e.source, e.hf_shape, e.to_engine) for e in entries]
+    missing = [source for _, source, _, _ in rows if source not in tensors]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise NpsqueezeError(f"{where}: missing {len(missing)} tensor(s): {shown}")
+    params = {}
+    for e, source, shape, layout in rows:
+        t = tensors[source]
+        if not isinstance(t, np.ndarray) or t.dtype.kind != "f":
+            raise NpsqueezeError(f"{where}: tensor {source} has dtype {getattr(t, 'dtype', type(t))}, "
+                                 "expected floating point")
+        if tuple(t.shape) != shape:
+            raise NpsqueezeError(f"{where}: tensor {source} has shape {tuple(t.shape)}, the config "
+                                 f"says {shape}")
+        params[e.name] = np.ascontiguousarray(layout(t.astype(np.float32, copy=False), e.groups))
     return params
 
 

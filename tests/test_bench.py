@@ -1,0 +1,81 @@
+"""`npsqueeze bench` on tiny models: what it reports, and that its numbers hang together. No timing
+assertions: speed is for the benchmark itself (bench/compare.py), never for a unit test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from npsqueeze import bench, flops
+from npsqueeze.cli import main
+from npsqueeze.config import Config
+from checkpoints import SMALL, build
+
+FIELDS = {"model", "weights", "head", "batch_size", "seq_len", "threads", "median_ms", "min_ms", "sequences_per_s",
+          "gflops", "effective_gflop_per_s", "load_s", "weights_mb", "peak_rss_mb", "rss_over_weights"}
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"model_type": "squeezebert", **SMALL}))
+    return path
+
+
+def bench_json(capsys, *argv):
+    assert main(["bench", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_on_a_config_with_random_weights(tiny_config, capsys):
+    r = bench_json(capsys, str(tiny_config), "--batch-size", "1", "3", "--seq-len", "8", "--repeat", "3",
+                   "--threads", "1")
+    assert r["repeat"] == 3 and r["environment"]["cpus"] >= 1 and r["environment"]["numpy"]
+    cfg = Config.from_file(tiny_config)
+    assert [(m["batch_size"], m["seq_len"]) for m in r["results"]] == [(1, 8), (3, 8)]
+    for m in r["results"]:
+        assert set(m) == FIELDS
+        assert (m["model"], m["weights"], m["head"], m["load_s"]) == ("tiny", "random", None, None)
+        assert m["threads"] == 1  # --threads reached the child process's environment
+        assert m["gflops"] * 1e9 == pytest.approx(sum(flops.analytic_flops(cfg, 8, m["batch_size"]).values()))
+        assert 0 < m["min_ms"] <= m["median_ms"]
+        assert m["sequences_per_s"] == pytest.approx(m["batch_size"] / m["median_ms"] * 1e3)
+        assert m["effective_gflop_per_s"] == pytest.approx(m["gflops"] / m["median_ms"] * 1e3)
+        assert m["weights_mb"] * 1e6 == 4 * sum(flops.params(cfg).values())
+        assert m["peak_rss_mb"] > m["weights_mb"]  # the process holds the weights, and Python besides
+        assert m["rss_over_weights"] == pytest.approx(m["peak_rss_mb"] / m["weights_mb"])
+
+
+def test_bench_loads_a_checkpoint_and_prints_a_table(tmp_path, capsys):
+    build(tmp_path / "ckpt", "squeezebert", "mlm")
+    assert main(["bench", str(tmp_path / "ckpt"), "--seq-len", "16", "--repeat", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].startswith("| model | weights | batch | seq | threads | median ms")
+    cells = [c.strip() for c in table[4].strip("|").split("|")]
+    assert cells[:4] == ["ckpt", "checkpoint", "1", "16"]
+    r = bench_json(capsys, str(tmp_path / "ckpt"), "--seq-len", "16", "--repeat", "2")
+    m = r["results"][0]
+    assert m["head"] == "mlm" and m["load_s"] > 0
+    cfg = Config.from_file(tmp_path / "ckpt")
+    assert m["gflops"] * 1e9 == pytest.approx(sum(flops.analytic_flops(cfg, 16, 1, "mlm").values()))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["no-such-model"], "no such config file"),
+    (["squeezebert-uncased", "--seq-len", "513"], "exceeds squeezebert-uncased's max_position_embeddings 512"),
+    (["squeezebert-uncased", "--repeat", "0"], "--repeat must be a positive integer"),
+    (["squeezebert-uncased", "--batch-size", "1", "-2"], "--batch-size must be a positive integer"),
+    (["squeezebert-uncased", "--threads", "0"], "--threads must be a positive integer"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npsqueeze bench: error: ") and message in err and err.count("\n") == 1
+
+
+def test_timings_take_turns_after_warming_up():
+    calls = []
+    times = bench.timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeat=3)
+    assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a", "b"] * 3
+    assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)

@@ -1,0 +1,206 @@
+"""The building blocks in ops.py against math.erf, torch, and straightforward NumPy references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from npsqueeze import ops
+from npsqueeze.weights import conv_weight
+
+rng = np.random.default_rng(0)
+
+
+def randn(*shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+# --- erf and the activations -------------------------------------------------------------------
+
+ERF_MAX_ERROR = 5e-7  # measured 4.2e-7: 7 float32 ulps of 1 (ulp 6e-8 just below 1)
+
+
+def erf_grid():
+    """Every 1e-5 on [-6, 6], then the tails out to the largest float32, and the special values."""
+    dense = np.linspace(-6, 6, 1_200_001)
+    tails = np.geomspace(6, float(np.finfo(np.float32).max), 2_000)
+    return np.concatenate([dense, tails, -tails, [0.0, -0.0, np.inf, -np.inf]]).astype(np.float32)
+
+
+def test_erf_matches_math_erf_to_float32_accuracy():
+    x = erf_grid()
+    got = ops.erf(x)
+    assert got.dtype == np.float32
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert np.abs(got - want).max() < ERF_MAX_ERROR
+    assert got[x == 0].tolist() == [0.0, 0.0] and got[x == np.inf] == 1 and got[x == -np.inf] == -1
+    np.testing.assert_array_equal(ops.erf(-x), -got)  # odd, exactly
+
+
+def test_erf_out_and_nan():
+    x = randn(3, 50, scale=3)
+    want = ops.erf(x)
+    kept = x.copy()
+    np.testing.assert_array_equal(x, kept)  # without out=, the input is left alone
+    y = ops.erf(x, out=x)
+    assert y is x
+    np.testing.assert_array_equal(y, want)
+    assert np.isnan(ops.erf(np.array([np.nan], np.float32)))[0]
+
+
+def gelu_error(got, x):
+    """|GELU(x) - exact|, where erf's absolute error becomes x/2 times as large: relative to max(1, |x|)."""
+    want = torch.nn.functional.gelu(torch.from_numpy(x), approximate="none").numpy()
+    return np.abs(got.astype(np.float64) - want) / np.maximum(1, np.abs(x))
+
+
+def test_gelu_matches_torch_exact_gelu():
+    x = np.concatenate([np.linspace(-12, 12, 240_001, dtype=np.float32), randn(10_000, scale=4)])
+    got = ops.gelu(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert gelu_error(got, x).max() < 5e-7  # measured 3.5e-7; torch's own error is 1.6e-7
+
+
+@pytest.mark.parametrize("shape", [(2, 12, 7), (1, 3072, 128), (3, 40_000)])  # one block, and several
+def test_activations_leave_their_input_alone(shape):
+    x = randn(*shape, scale=3)
+    kept = x.copy()
+    for name, fn in ops.ACTIVATIONS.items():
+        got = fn(x)
+        np.testing.assert_array_equal(x, kept)
+        assert got.shape == x.shape and got.dtype == np.float32
+        if name == "gelu":
+            assert gelu_error(got, x).max() < 5e-7
+        else:
+            np.testing.assert_array_equal(got, np.maximum(x, 0))
+
+
+# --- LayerNorm and softmax -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_layer_norm_matches_torch_on_either_layout(axis):
+    C = 48
+    x = randn(3, C, 20, scale=5) + 3 if axis == 1 else randn(3, 20, C, scale=5) + 3
+    weight, bias = randn(C) + 1, randn(C)
+    channels_last = torch.from_numpy(np.moveaxis(x, axis, -1).copy())
+    want = torch.nn.functional.layer_norm(channels_last, (C,), torch.from_numpy(weight), torch.from_numpy(bias),
+                                          eps=1e-12).numpy()
+    kept = x.copy()
+    got = ops.layer_norm(x, weight, bias, eps=1e-12, axis=axis)
+    np.testing.assert_array_equal(x, kept)
+    np.testing.assert_allclose(np.moveaxis(got, axis, -1), want, atol=2e-5, rtol=0)
+
+
+def test_layer_norm_of_a_constant_row_is_its_bias():
+    x = np.full((1, 8, 3), 7.0, np.float32)
+    bias = randn(8)
+    np.testing.assert_allclose(ops.layer_norm(x, randn(8), bias, eps=1e-12, axis=1), np.repeat(bias[None, :, None], 3, 2))
+
+
+def test_softmax_with_masks():
+    scores = randn(2, 3, 5, 6, scale=4)
+    mask = np.zeros((2, 6), np.float32)
+    mask[0, 4:] = mask[1, 1:3] = np.finfo(np.float32).min  # as model.transformer builds it
+    masked = scores + mask[:, None, None, :]
+    want = torch.softmax(torch.from_numpy(masked), dim=-1).numpy()
+    kept = masked.copy()
+    got = ops.softmax(masked)
+    np.testing.assert_array_equal(masked, kept)  # without out=, the input is left alone
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    assert np.all(got[0, ..., 4:] == 0) and np.all(got[1, ..., 1:3] == 0)
+    np.testing.assert_allclose(got.sum(-1), 1, atol=1e-6)
+    assert ops.softmax(masked, axis=-1, out=masked) is masked
+    np.testing.assert_array_equal(masked, got)
+    np.testing.assert_allclose(ops.softmax(scores, axis=1), torch.softmax(torch.from_numpy(scores), 1).numpy(), atol=1e-6)
+
+
+# --- the grouped 1x1 convolution and the fully connected layer ------------------------------------
+
+@pytest.mark.parametrize("N, C, K, G, W", [(1, 768, 3072, 4, 16), (3, 12, 18, 3, 5), (2, 16, 16, 1, 7), (2, 16, 8, 8, 4)])
+def test_conv1x1_is_grouped_einsum_block_diagonal_matmul_and_torch_conv1d(N, C, K, G, W):
+    x, bias = randn(N, C, W), randn(K)
+    hf = randn(K, C // G, 1, scale=0.1)  # nn.Conv1d(C, K, 1, groups=G).weight
+    weight = conv_weight(hf, G)  # [G, K/G, C/G]
+    got = ops.conv1x1(x, weight, bias, tag="t")
+
+    want_torch = torch.nn.functional.conv1d(torch.from_numpy(x), torch.from_numpy(hf), torch.from_numpy(bias),
+                                            groups=G).numpy()
+    np.testing.assert_allclose(got, want_torch, atol=1e-5, rtol=1e-5)
+
+    dense = np.zeros((K, C), np.float64)  # the same layer as one dense matrix: block g maps group g to group g
+    for g in range(G):
+        dense[g * K // G:(g + 1) * K // G, g * C // G:(g + 1) * C // G] = weight[g]
+    np.testing.assert_allclose(got, np.einsum("kc,ncw->nkw", dense, x) + bias[:, None], atol=1e-5, rtol=1e-5)
+
+    xg = x.reshape(N, G, C // G, W)
+    readable = np.einsum("gkc,ngcw->ngkw", weight, xg).reshape(N, K, W) + bias[:, None]
+    np.testing.assert_allclose(got, readable, atol=1e-5, rtol=1e-5)
+
+
+def test_linear_matches_torch_on_any_leading_shape():
+    weight, bias = randn(7, 12), randn(7)
+    for shape in [(12,), (4, 12), (2, 5, 12)]:
+        x = randn(*shape)
+        want = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias)).numpy()
+        np.testing.assert_allclose(ops.linear(x, weight, bias, tag="t"), want, atol=1e-5, rtol=1e-5)
+
+
+# --- attention ------------------------------------------------------------------------------------
+
+def reference_attention(q, k, v, mask, n_head):
+    """Head by head, sequence by sequence, in float64 and the [W, C] layout of the Transformer paper."""
+    N, C, W = q.shape
+    d = C // n_head
+    out = np.zeros((N, W, C))
+    for n in range(N):
+        for h in range(n_head):
+            heads = slice(h * d, (h + 1) * d)
+            Q, K, V = (a[n, heads].T.astype(np.float64) for a in (q, k, v))  # [W, d]
+            s = Q @ K.T / math.sqrt(d) + mask[n]
+            p = np.exp(s - s.max(1, keepdims=True))
+            out[n, :, heads] = (p / p.sum(1, keepdims=True)) @ V
+    return out.transpose(0, 2, 1)  # [N, W, C] -> [N, C, W]
+
+
+def test_attention_matches_a_head_by_head_reference():
+    N, C, W, H = 3, 24, 10, 4
+    q, k, v = randn(N, C, W), randn(N, C, W), randn(N, C, W)
+    lengths = [10, 6, 1]
+    mask = np.where(np.arange(W) < np.array(lengths)[:, None], 0, np.finfo(np.float32).min).astype(np.float32)
+    want = reference_attention(q, k, v, mask, H)
+    kept = q.copy(), k.copy(), v.copy()
+    got = ops.attention(q, k, v, mask, H)
+    for a, b in zip((q, k, v), kept):
+        np.testing.assert_array_equal(a, b)
+    assert got.shape == (N, C, W) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[2], np.repeat(v[2, :, :1], W, 1), atol=1e-6)  # one token to attend to: its value
+
+
+# --- the FLOP tally -------------------------------------------------------------------------------
+
+def test_flops_are_tallied_by_tag_as_they_run():
+    N, C, K, G, W, H = 2, 24, 36, 3, 5, 4
+    x = randn(N, C, W)
+    with ops.count_flops() as outer:
+        ops.conv1x1(x, randn(G, K // G, C // G), randn(K), tag="intermediate")
+        with ops.count_flops() as inner:
+            ops.attention(randn(N, C, W), x, x, np.zeros((N, W), np.float32), H)
+        ops.linear(randn(N, W, C), randn(K, C), randn(K), tag="head")
+        ops.linear(randn(N, W, C), randn(K, C), randn(K), tag="head")
+    assert outer == {"intermediate": 2 * N * W * K * C // G, "head": 2 * 2 * N * W * C * K}
+    assert inner == {"attention_scores": 2 * N * W * W * C, "attention_context": 2 * N * W * W * C}
+    ops.conv1x1(x, randn(G, K // G, C // G), randn(K), tag="intermediate")  # not counting: nothing breaks
+    assert ops._flops is None
+
+
+def test_matmul_reads_zero_stride_weights():
+    """flops.instrumented_flops runs the engine on weights that are broadcast views of one zero."""
+    weight = np.broadcast_to(np.float32(0), (2, 3, 4))
+    with ops.count_flops() as tally:
+        y = ops.conv1x1(randn(1, 8, 5), weight, np.broadcast_to(np.float32(1), (6,)), tag="query")
+    np.testing.assert_array_equal(y, np.ones((1, 6, 5), np.float32))
+    assert tally == {"query": 2 * 5 * 6 * 8 // 2}

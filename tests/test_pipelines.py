@@ -1,0 +1,491 @@
+"""Pipelines and the `fill-mask | classify | embed` commands against transformers, computed live:
+its own pipelines where it has them, its models' outputs otherwise, and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import npsqueeze
+from checkpoints import build, minilm_path
+from npsqueeze import NpsqueezeError
+from npsqueeze.cli import main
+from npsqueeze.config import WEIGHTS_DIR
+
+# Small models over the real vocabulary, so that the real tokenizer's ids are valid.
+TINY = dict(vocab_size=30522, hidden_size=48, intermediate_size=96)  # max_position_embeddings 64
+TINY_SQUEEZEBERT = dict(TINY, embedding_size=48)  # group counts 2/3/1/2/4/3 from checkpoints.SMALL
+NLI = {0: "contradiction", 1: "entailment", 2: "neutral"}
+BIO = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+             "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
+             "A monkey is playing drums.", "Une femme joue du violon à Paris, naïvement. 北京 👍"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """checkpoint(family, head, seed, **config) -> (folder with vocab.txt, the transformers model)."""
+    cache = {}
+
+    def make(family, head, seed=0, **config):
+        key = (family, head, seed, json.dumps(config, sort_keys=True))
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"{family}-{head}")
+            model = build(folder, family, head, seed, **(TINY_SQUEEZEBERT if family == "squeezebert" else TINY),
+                          **config)
+            shutil.copy(WEIGHTS_DIR / "vocab.txt", folder / "vocab.txt")
+            cache[key] = folder, model
+        return cache[key]
+
+    return make
+
+
+def hf_tokenizer(folder):
+    return transformers.BertTokenizerFast.from_pretrained(folder)
+
+
+def assert_close_records(ours, theirs, exact_keys, rtol=1e-4, atol=1e-6):
+    """Lists of result dicts: `exact_keys` equal, "score" close."""
+    assert len(ours) == len(theirs)
+    for o, t in zip(ours, theirs):
+        assert {k: o[k] for k in exact_keys} == {k: t[k] for k in exact_keys}
+        np.testing.assert_allclose(o["score"], float(t["score"]), rtol=rtol, atol=atol)
+
+
+# --- fill-mask ----------------------------------------------------------------------------------
+
+FILL = ["The capital of France is [MASK].", "[MASK]", "Two [MASK] masks, [MASK] here.",
+        "a b c d e f g h i j k l m n o p [MASK] q r s", "Café [MASK] naïve 北京 👍 [PAD] x"]
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "bert"])
+def test_fill_mask_matches_transformers_pipeline(checkpoint, family):
+    folder, ref = checkpoint(family, "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder))
+    fill = npsqueeze.pipeline("fill-mask", folder, batch_size=2)  # 3 length-sorted batches
+    results = fill(FILL, top_k=7)
+    assert len(results) == len(FILL)
+    for text, ours in zip(FILL, results):
+        expected = theirs(text, top_k=7)
+        if text.count("[MASK]") > 1:
+            assert len(ours) == len(expected) == 2
+            for o, t in zip(ours, expected):
+                assert_close_records(o, t, ("token", "token_str", "sequence"))
+        else:
+            assert_close_records(ours, expected, ("token", "token_str", "sequence"))
+    assert_close_records(fill(FILL[0], top_k=3), results[0][:3], ("token", "sequence"))  # one text: one result
+
+
+def test_fill_mask_bad_input(checkpoint):
+    folder, _ = checkpoint("squeezebert", "mlm", seed=1)
+    fill = npsqueeze.FillMask.from_pretrained(folder)
+    with pytest.raises(NpsqueezeError, match=r"input 2 has no \[MASK\] token to fill"):
+        fill(["a [MASK]", "no mask here"])
+    with pytest.raises(NpsqueezeError, match="top_k must be a positive integer"):
+        fill("a [MASK]", top_k=0)
+    with pytest.warns(UserWarning, match="truncated"), pytest.raises(
+            NpsqueezeError, match=r"input 1: every \[MASK\] lies beyond the model's limit of 64 tokens"):
+        fill("word " * 100 + "[MASK]")
+    with pytest.raises(NpsqueezeError, match="batch_size must be a positive integer"):
+        npsqueeze.FillMask.from_pretrained(folder, batch_size=0)
+
+
+def test_a_command_needs_its_head(checkpoint):
+    mlm, _ = checkpoint("squeezebert", "mlm", seed=1)
+    with pytest.raises(NpsqueezeError, match="fill-mask needs a model with a masked-LM head .* BertModel"):
+        npsqueeze.FillMask.from_pretrained(minilm_path())
+    with pytest.raises(NpsqueezeError, match="text-classification needs .*sequence-classification head.*"
+                                             "SqueezeBertForMaskedLM"):
+        npsqueeze.pipeline("text-classification", mlm)
+    for task in ("token-classification", "question-answering"):
+        with pytest.raises(NpsqueezeError, match=f"{task} needs"):
+            npsqueeze.pipeline(task, mlm)
+    with pytest.raises(NpsqueezeError, match="unknown task 'summarize'"):
+        npsqueeze.pipeline("summarize", mlm)
+
+
+def test_missing_tokenizer_is_one_clear_error(checkpoint, tmp_path):
+    folder, _ = checkpoint("squeezebert", "mlm", seed=1)
+    for f in folder.iterdir():
+        if f.name != "vocab.txt":
+            shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(NpsqueezeError, match="no tokenizer in .*: expected tokenizer.json or vocab.txt"):
+        npsqueeze.FillMask.from_pretrained(tmp_path)
+
+
+# --- text classification ------------------------------------------------------------------------
+
+PREMISES = ["A man inspects the uniform of a figure in some East Asian country.", "An older man is drinking "
+            "orange juice at a restaurant.", "A soccer game with multiple males playing.", "x"]
+HYPOTHESES = ["The man is sleeping.", "Two women are drinking wine.", "Some men are playing a sport.",
+              "Ünïcödé 北京 " * 30]
+
+
+@pytest.mark.parametrize("family, config", [
+    ("squeezebert", dict(id2label=NLI, label2id={v: k for k, v in NLI.items()})),  # softmax
+    ("bert", dict(num_labels=4, problem_type="multi_label_classification")),  # sigmoid, LABEL_i names
+    ("bert", dict(num_labels=1, problem_type="regression")),  # raw score
+])
+def test_classify_matches_transformers_pipeline(checkpoint, family, config):
+    folder, ref = checkpoint(family, "sequence", seed=2, **config)
+    theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), top_k=None)
+    classify = npsqueeze.pipeline("text-classification", folder, batch_size=3)
+    with pytest.warns(UserWarning, match="1 of 4 inputs are longer than the model's limit of 64 tokens"):
+        results = classify(PREMISES, HYPOTHESES)
+    for p, h, ours in zip(PREMISES, HYPOTHESES, results):
+        expected = theirs({"text": p, "text_pair": h}, truncation=True, max_length=64)
+        assert_close_records(ours, expected, ("label",))
+    assert_close_records(classify(PREMISES[0], HYPOTHESES[0]), results[0], ("label",))
+    singles = classify(PREMISES)
+    for p, ours in zip(PREMISES, singles):
+        assert_close_records(ours, theirs([p])[0], ("label",))
+    assert singles != results  # the pair changes the answer: it reached the model
+
+
+# --- token classification -----------------------------------------------------------------------
+
+NER = ["Angela Merkel met Emmanuel Macron in Paris.", "x" * 101 + " (an unknown word) in Zürich",
+       "北京 and Tōkyō, 👍 [MASK]", "short"]
+
+
+@pytest.mark.parametrize("aggregation", ["none", "simple"])
+def test_token_classification_matches_transformers_pipeline(checkpoint, aggregation):
+    folder, ref = checkpoint("bert", "token", seed=3, id2label=BIO, label2id={v: k for k, v in BIO.items()})
+    theirs = transformers.pipeline("token-classification", model=ref, tokenizer=hf_tokenizer(folder),
+                                   aggregation_strategy=aggregation)
+    tag = npsqueeze.pipeline("token-classification", folder, batch_size=2)
+    results = tag(NER, aggregation=aggregation)
+    keys = ("entity", "index", "word", "start", "end") if aggregation == "none" else (
+        "entity_group", "word", "start", "end")
+    n_entities = 0
+    for text, ours in zip(NER, results):
+        expected = theirs(text)
+        assert_close_records(ours, expected, keys)
+        n_entities += len(ours)
+    assert n_entities >= 5  # the random model tags something, so the comparison compared something
+    if aggregation == "none":  # every token, "O" too; the [UNK] word as written
+        everything = tag(NER[1], ignore_labels=())
+        assert_close_records(everything, theirs(NER[1], ignore_labels=[]), keys)
+        assert (everything[0]["index"], everything[0]["word"]) == (1, "x" * 101)
+        assert [e["index"] for e in everything] == list(range(1, len(hf_tokenizer(folder)(NER[1])["input_ids"]) - 1))
+
+
+# --- question answering -------------------------------------------------------------------------
+
+def best_spans_brute_force(start_logits, end_logits, context_mask, k, max_answer_len):
+    """Every (start, end) span of context tokens, scored p_start * p_end: the k best."""
+    def softmax_over_context(x):
+        x = np.where(context_mask, x.astype(np.float64), -np.inf)
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    ps, pe = softmax_over_context(start_logits), softmax_over_context(end_logits)
+    idx = np.flatnonzero(context_mask)
+    spans = [(ps[s] * pe[e], s, e) for s in idx for e in idx if s <= e < s + max_answer_len]
+    return sorted(spans, key=lambda t: -t[0])[:k]
+
+
+QUESTIONS = ["Where does the man live?", "Who wrote SqueezeBERT?", "What is 北京?"]
+CONTEXTS = ["The man lives in a small house in Zürich, near the lake, with three cats and a dog.",
+            "SqueezeBERT was written by Iandola, Shaw, Krishna and Keutzer in 2020. " * 8,  # truncated
+            "北京 is the capital of China. 👍"]
+
+
+@pytest.mark.parametrize("max_answer_len", [1, 2, 6])
+def test_question_answering_matches_spans_from_transformers_logits(checkpoint, max_answer_len):
+    folder, ref = checkpoint("squeezebert", "qa", seed=4)
+    qa = npsqueeze.pipeline("question-answering", folder, batch_size=2)
+    with pytest.warns(UserWarning, match="1 of 3 inputs"):
+        results = qa(QUESTIONS, CONTEXTS, top_k=3, max_answer_len=max_answer_len)
+    hf = hf_tokenizer(folder)
+    for q, c, ours in zip(QUESTIONS, CONTEXTS, results):
+        enc = hf(q, c, truncation="only_second", max_length=64, return_offsets_mapping=True,
+                 return_tensors="pt")
+        offsets = enc.pop("offset_mapping")[0].tolist()
+        context_mask = np.array([s == 1 for s in enc.sequence_ids(0)])
+        with torch.no_grad():
+            out = ref(**enc)
+        expected = best_spans_brute_force(out.start_logits[0].numpy(), out.end_logits[0].numpy(), context_mask, 3,
+                                          max_answer_len)
+        assert len(ours) == 3
+        for o, (score, s, e) in zip(ours, expected):
+            assert (o["start"], o["end"]) == (offsets[s][0], offsets[e][1])
+            assert o["answer"] == c[o["start"]:o["end"]] and o["answer"]
+            np.testing.assert_allclose(o["score"], score, rtol=1e-4)
+    assert_close_records([qa(QUESTIONS[0], CONTEXTS[0], max_answer_len=max_answer_len)], results[0][:1],
+                         ("start", "end", "answer"))
+    with pytest.raises(NpsqueezeError, match="needs a context for every question"):
+        qa(QUESTIONS, [CONTEXTS[0], None, CONTEXTS[2]])
+    with pytest.raises(NpsqueezeError, match="cannot tokenize"):  # the question alone fills the model
+        qa("why " * 100, CONTEXTS[0])
+
+
+# --- sentence embeddings: the real all-MiniLM-L6-v2 ---------------------------------------------
+
+def reference_embeddings(folder, texts, modes=("mean",), normalize=True, max_length=256):
+    """sentence-transformers' pooling computed on transformers' BertModel outputs."""
+    tok = transformers.BertTokenizerFast.from_pretrained(folder)
+    model = transformers.BertModel.from_pretrained(folder, attn_implementation="eager").eval()
+    enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        h = model(**enc).last_hidden_state.double()  # [N, W, C]
+    m = enc["attention_mask"].unsqueeze(-1).double()  # [N, W, 1]
+    pooled = {"cls": h[:, 0], "mean": (h * m).sum(1) / m.sum(1), "max": h.masked_fill(m == 0, -1e9).max(1).values,
+              "mean_sqrt_len": (h * m).sum(1) / m.sum(1).sqrt()}
+    v = torch.cat([pooled[k] for k in modes], dim=-1)
+    if normalize:
+        v = torch.nn.functional.normalize(v, dim=-1)
+    return v.numpy()
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return npsqueeze.SentenceEmbedding.from_pretrained(minilm_path(), batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def minilm_reference():
+    return reference_embeddings(minilm_path(), SENTENCES)
+
+
+def test_real_minilm_embeddings_match_transformers(minilm, minilm_reference):
+    assert (minilm.pooling, minilm.normalize, minilm.max_length) == (("mean",), True, 256)
+    ours = minilm(SENTENCES)
+    assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, minilm_reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(minilm(SENTENCES[3]), minilm_reference[3], atol=1e-5, rtol=0)
+    sim = npsqueeze.cosine_similarity(ours)
+    np.testing.assert_allclose(sim, minilm_reference @ minilm_reference.T, atol=1e-5)
+    # the paraphrase pair (eating food / eating bread) is closer than unrelated sentences
+    assert sim[0, 1] > 0.6 and sim[0, 1] > sim[0, 2] + 0.5 and sim[0, 1] > sim[4, 6]
+    assert sim[4, 6] > sim[4, 5]  # playing violin ~ playing drums, more than pushing carts
+
+
+def test_real_minilm_long_text_truncated_to_max_seq_length(minilm):
+    long_text = "Grouped convolutions make BERT faster on phones. " * 40  # ~360 tokens > 256
+    with pytest.warns(UserWarning, match="1 of 2 inputs are longer than the model's limit of 256 tokens"):
+        ours = minilm([long_text, SENTENCES[0]])
+    np.testing.assert_allclose(ours, reference_embeddings(minilm_path(), [long_text, SENTENCES[0]]), atol=1e-5)
+
+
+def test_batching_does_not_change_embeddings(minilm, minilm_reference):
+    """Length-sorted batches, padding and reordering give each text the embedding it has alone."""
+    one_by_one = npsqueeze.SentenceEmbedding(minilm.model, minilm.tokenizer, pooling=("mean",), normalize=True,
+                                             batch_size=1)
+    np.testing.assert_allclose(one_by_one(SENTENCES), minilm_reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("modes, normalize", [(("cls",), False), (("max",), True),
+                                              (("cls", "max", "mean", "mean_sqrt_len"), False)])
+def test_declared_pooling_modes(checkpoint, tmp_path, modes, normalize):
+    folder, _ = checkpoint("bert", None, seed=5)
+    st = tmp_path / "st"
+    shutil.copytree(folder, st)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (st / "modules.json").write_text(json.dumps(modules))
+    (st / "1_Pooling").mkdir()
+    flags = {f"pooling_mode_{m}_{'token' if m == 'cls' else 'tokens'}": m in modes
+             for m in ("cls", "max", "mean", "mean_sqrt_len")}
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 48, **flags}))
+    embed = npsqueeze.pipeline("sentence-embedding", st, batch_size=3)
+    assert embed.pooling == modes and embed.normalize == normalize and embed.max_length == 64
+    texts = SENTENCES[:5]
+    np.testing.assert_allclose(embed(texts), reference_embeddings(st, texts, modes, normalize, 64),
+                               atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"modules.json": '{"a": 1}'}, "does not hold a JSON array"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Dense", "path": "2_Dense"}]'},
+     "module .*Dense.* is not supported"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]',
+      "1_Pooling/config.json": '{"pooling_mode_weightedmean_tokens": true}'},
+     "pooling_mode_weightedmean_tokens is not supported"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]',
+      "1_Pooling/config.json": '{"pooling_mode_mean_tokens": false}'}, "no pooling mode is set"),
+    ({"modules.json": "[oops"}, "cannot read .*modules.json"),
+])
+def test_bad_sentence_transformers_files(checkpoint, tmp_path, files, match):
+    folder, _ = checkpoint("bert", None, seed=5)
+    st = tmp_path / "st"
+    shutil.copytree(folder, st)
+    for name, content in files.items():
+        (st / name).parent.mkdir(exist_ok=True)
+        (st / name).write_text(content)
+    with pytest.raises(NpsqueezeError, match=match):
+        npsqueeze.SentenceEmbedding.from_pretrained(st)
+
+
+def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):
+    folder, _ = checkpoint("squeezebert", "mlm", seed=1)
+    embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    assert (embed.pooling, embed.normalize) == (("mean",), False)
+    h = npsqueeze.from_pretrained(folder)
+    enc = embed.tokenizer(SENTENCES[:2], padding=True)
+    out = h(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
+    m = enc["attention_mask"][..., None]
+    np.testing.assert_allclose(embed(SENTENCES[:2]), (out * m).sum(1) / m.sum(1), atol=1e-6)
+
+
+def test_progress_bar_only_when_asked_and_for_several_batches(checkpoint, capsys):
+    folder, _ = checkpoint("bert", None, seed=5)
+    for progress, batch_size, shown in ((True, 1, True), (True, 8, False), (False, 1, False)):
+        npsqueeze.SentenceEmbedding.from_pretrained(folder, batch_size=batch_size, progress=progress)(SENTENCES[:3])
+        assert ("sentence-embedding" in capsys.readouterr().err) == shown
+
+
+def test_no_warning_at_exactly_the_limit(checkpoint):
+    folder, _ = checkpoint("bert", None, seed=5)
+    embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    at_limit, over = "a " * 62, "a " * 63  # + [CLS] and [SEP]: 64 and 65 tokens
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embed(at_limit)
+    with pytest.warns(UserWarning, match=r"1 of 1 inputs are longer than the model's limit of 64 tokens and were "
+                                         r"truncated \(input 1\)"):
+        embed(over)
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_cli_fill_mask(checkpoint, capsys):
+    folder, ref = checkpoint("bert", "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder))
+    code, out, err = run_cli(capsys, "fill-mask", folder, FILL[0], FILL[2], "--top-k", 3, "--json")
+    assert code == 0 and err == ""
+    records = json_lines(out)
+    assert [r["text"] for r in records] == [FILL[0], FILL[2]]
+    assert_close_records(records[0]["predictions"], theirs(FILL[0], top_k=3), ("token", "token_str", "sequence"))
+    for o, t in zip(records[1]["predictions"], theirs(FILL[2], top_k=3)):
+        assert_close_records(o, t, ("token", "token_str", "sequence"))
+    code, out, err = run_cli(capsys, "fill-mask", folder, FILL[0], "--top-k", 2)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == FILL[0]
+    assert lines[1:3] == [f"  {r['score']:8.4f}  {r['token_str']}" for r in theirs(FILL[0], top_k=2)]
+
+
+def test_cli_classify_pairs_and_jsonl(checkpoint, capsys, tmp_path):
+    folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), top_k=None)
+
+    def expected(p, h=None):
+        return theirs({"text": p, "text_pair": h}) if h else theirs([p])[0]
+
+    code, out, err = run_cli(capsys, "classify", folder, PREMISES[0], PREMISES[1], "--pair", HYPOTHESES[0], "--json")
+    assert code == 0 and err == ""
+    for r, p in zip(json_lines(out), PREMISES[:2]):
+        assert r["text"] == p and r["pair"] == HYPOTHESES[0]
+        assert_close_records(r["labels"], expected(p, HYPOTHESES[0]), ("label",))
+    code, out, _ = run_cli(capsys, "classify", folder, *PREMISES[:2], "--pair", HYPOTHESES[0], "--pair", HYPOTHESES[1])
+    blocks = out.strip().split("\n\n")
+    assert code == 0 and len(blocks) == 2
+    for block, p, h in zip(blocks, PREMISES, HYPOTHESES):
+        assert block.splitlines()[:2] == [p, f"  pair: {h}"]
+        assert [line.split() for line in block.splitlines()[2:]] == [
+            [r["label"], f"{r['score']:.4f}"] for r in expected(p, h)]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"text": PREMISES[2], "pair": HYPOTHESES[2]}) + "\n\n"
+                     + json.dumps({"text": PREMISES[0]}) + "\n")
+    code, out, _ = run_cli(capsys, "classify", folder, "--file", jsonl, "--json", "--batch-size", 1)
+    records = json_lines(out)
+    assert code == 0 and [r.get("pair") for r in records] == [HYPOTHESES[2], None]
+    assert_close_records(records[0]["labels"], expected(PREMISES[2], HYPOTHESES[2]), ("label",))
+    assert_close_records(records[1]["labels"], expected(PREMISES[0]), ("label",))
+
+
+def test_cli_embed_stdin_file_and_table(capsys, monkeypatch, tmp_path, minilm_reference):
+    model = minilm_path()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:3]) + "\n\n"))
+    (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\n")
+    code, out, err = run_cli(capsys, "embed", model, "-", "--file", tmp_path / "more.txt", "--json")
+    assert code == 0 and err == ""
+    records = json_lines(out)
+    assert [r["text"] for r in records] == SENTENCES[:5]
+    np.testing.assert_allclose([r["embedding"] for r in records], minilm_reference[:5], atol=1e-5)
+    code, out, _ = run_cli(capsys, "embed", model, *SENTENCES[:3])
+    assert code == 0
+    assert "384 dims, mean pooling, normalized" in out
+    table = out.split("cosine similarity\n")[1].splitlines()
+    sim = minilm_reference[:3] @ minilm_reference[:3].T
+    assert [row.split()[1:] for row in table[1:]] == [[f"{s:.4f}" for s in row] for row in sim]
+
+
+def test_cli_truncation_warning(capsys):
+    code, out, err = run_cli(capsys, "embed", minilm_path(), "word " * 300, "--json")
+    assert code == 0 and len(json_lines(out)) == 1
+    assert err == ("npsqueeze embed: warning: 1 of 1 inputs are longer than the model's limit of 256 tokens "
+                   "and were truncated (input 1)\n")
+
+
+def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path):
+    mlm, _ = checkpoint("bert", "mlm", seed=1)
+    nli, _ = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 5}\n')
+    (tmp_path / "broken.jsonl").write_text('{"text": "ok"\n')
+    (tmp_path / "pairs.jsonl").write_text('{"text": "ok", "pair": "p"}\n')
+    no_vocab = tmp_path / "no_vocab"
+    shutil.copytree(mlm, no_vocab)
+    (no_vocab / "vocab.txt").unlink()
+    cases = [
+        (["embed", minilm_path()], "no input"),
+        (["embed", minilm_path(), "  "], "text 1 is empty"),
+        (["embed", minilm_path(), "--file", tmp_path / "absent.txt"], "cannot read .*absent.txt"),
+        (["embed", minilm_path(), "--file", tmp_path / "latin1.txt"], "cannot read .*latin1.txt"),
+        (["embed", minilm_path(), "--file", tmp_path / "bad.jsonl"], 'bad.jsonl:2: expected an object .*"text"'),
+        (["embed", minilm_path(), "--file", tmp_path / "broken.jsonl"], "broken.jsonl:1: not valid JSON"),
+        (["embed", minilm_path(), "--file", tmp_path / "pairs.jsonl"], "embed takes single texts, not pairs"),
+        (["embed", tmp_path / "absent", "x"], "no config.json"),
+        (["embed", minilm_path(), "x", "--batch-size", "0"], "batch_size must be a positive integer"),
+        (["fill-mask", mlm, "no mask"], r"input 1 has no \[MASK\] token"),
+        (["fill-mask", minilm_path(), "a [MASK]"], "fill-mask needs a model with a masked-LM head"),
+        (["fill-mask", no_vocab, "a [MASK]"], "no tokenizer in"),
+        (["classify", minilm_path(), "x"], "text-classification needs a model with a sequence-classification head"),
+        (["classify", nli, "a", "b", "c", "--pair", "x", "--pair", "y"], "give --pair once, or once per text"),
+        (["classify", nli, "--file", tmp_path / "pairs.jsonl", "--pair", "y"], "--pair cannot be combined"),
+    ]
+    for argv, match in cases:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == "", argv
+        assert err.count("\n") == 1 and err.startswith(f"npsqueeze {argv[0]}: error: "), err
+        assert re.search(match, err), (match, err)
+
+
+def test_cli_end_to_end_in_a_subprocess(minilm_reference):
+    """The real entry point: `python -m npsqueeze`, texts on stdin, and a bad input's exit status."""
+    cmd = [sys.executable, "-m", "npsqueeze"]
+    ok = subprocess.run(cmd + ["embed", str(minilm_path()), "-", "--json"], input="\n".join(SENTENCES) + "\n",
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stderr == ""
+    np.testing.assert_allclose([json.loads(line)["embedding"] for line in ok.stdout.splitlines()],
+                               minilm_reference, atol=1e-5)
+    bad = subprocess.run(cmd + ["fill-mask", str(minilm_path()), "The capital of France is [MASK]."],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == ["npsqueeze fill-mask: error: fill-mask needs a model with a masked-LM head "
+                                       "(a *ForMaskedLM checkpoint), but this one is a BertModel"]

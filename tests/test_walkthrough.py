@@ -1,0 +1,62 @@
+"""The walkthrough runs: every ```python block of every chapter, in order, one namespace per chapter.
+
+A ```output block right after a python block is what that block prints, and is checked. Each
+chapter runs in its own empty working directory, where its figures are drawn. The figures
+committed under walkthrough/figures/ are those files: regenerate them with
+`NPSQUEEZE_WALKTHROUGH_FIGURES=1 pytest tests/test_walkthrough.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+WALKTHROUGH = Path(__file__).parent.parent / "walkthrough"
+CHAPTERS = sorted(WALKTHROUGH.glob("[0-9][0-9]-*.md"))
+# a python block, and the output block that may follow it
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\s*^```output\n(.*?)^```$)?", re.S | re.M)
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")  # markdown link or image target, anchor dropped
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_runs(chapter, tmp_path, monkeypatch):
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    text = chapter.read_text()
+    blocks = list(PYTHON_BLOCK.finditer(text))
+    assert blocks, f"{chapter.name} has no python block"
+    assert text.count("```output") == sum(block.group(2) is not None for block in blocks), \
+        f"{chapter.name}: an output block must directly follow the python block that prints it"
+    namespace = {"__name__": chapter.stem}
+    for block in blocks:
+        # Pad with newlines so that a traceback names the chapter's own line.
+        code = "\n" * text.count("\n", 0, block.start(1)) + block.group(1)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            exec(compile(code, str(chapter), "exec"), namespace)
+        if block.group(2) is not None:
+            line = text.count("\n", 0, block.start(2)) + 1
+            assert printed.getvalue().rstrip() == block.group(2).rstrip(), f"{chapter.name}:{line}: output differs"
+    for figure in re.findall(r"\]\(figures/([^)]+)\)", text):
+        drawn = tmp_path / figure
+        assert drawn.is_file(), f"{chapter.name} shows figures/{figure}, but its code did not draw it"
+        if os.environ.get("NPSQUEEZE_WALKTHROUGH_FIGURES"):
+            shutil.copyfile(drawn, WALKTHROUGH / "figures" / figure)
+
+
+def test_contents_and_links():
+    pages = [WALKTHROUGH / "README.md", *CHAPTERS]
+    contents = pages[0].read_text()
+    assert [p.name for p in CHAPTERS] == re.findall(r"\]\((\d\d-[^)]+\.md)\)", contents), \
+        "walkthrough/README.md lists every chapter, in order"
+    assert len(CHAPTERS) >= 8
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
