@@ -97,7 +97,7 @@ class LastHiddenState(torch.nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.model = model
+        self.model = model  # the export puts it back in the wrapper's mode afterwards: eval, please
 
     def forward(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -107,7 +107,7 @@ def ort_forwards(model, path: Path, inputs: dict, masks: dict) -> dict:
     N = min(inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(LastHiddenState(model), (torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])), str(path),
+        torch.onnx.export(LastHiddenState(model).eval(), (torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])), str(path),
                           input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")},
                           dynamo=False)

@@ -45,7 +45,10 @@ def read_inputs(args, pairs_allowed: bool) -> list[tuple[str, str | None]]:
     inputs: list[tuple[str, str | None]] = []
     for text in args.texts:
         if text == "-":
-            inputs += [(line, None) for line in lines(sys.stdin.read())]
+            try:
+                inputs += [(line, None) for line in lines(sys.stdin.read())]
+            except UnicodeDecodeError as e:
+                raise NpsqueezeError(f"cannot read stdin: {e}") from None
         elif not text.strip():
             raise NpsqueezeError(f"text {len(inputs) + 1} is empty")
         else:
@@ -93,9 +96,9 @@ def json_line(line: str, where: str) -> tuple[str, str | None]:
     return d["text"], d.get("pair")
 
 
-def load(task, args, **kwargs):
+def load(task, args):
     """The task's pipeline on args.model; a progress bar only for a person watching stderr."""
-    return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty(), **kwargs)
+    return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty())
 
 
 @contextmanager

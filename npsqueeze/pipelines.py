@@ -71,7 +71,8 @@ class Pipeline:
         if truncated:
             shown = ", ".join(map(str, truncated[:10])) + (", ..." if len(truncated) > 10 else "")
             warnings.warn(f"{len(truncated)} of {len(texts)} inputs are longer than the model's limit of "
-                          f"{self.max_length} tokens and were truncated (input {shown})", stacklevel=3)
+                          f"{self.max_length} tokens and were truncated (input{'s' * (len(truncated) > 1)} "
+                          f"{shown})", stacklevel=3)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         starts = range(0, len(order), self.batch_size)
         results: list = [None] * len(texts)

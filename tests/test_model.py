@@ -189,6 +189,15 @@ def test_base_model_loads_from_head_checkpoint_and_unprefixed_keys(tmp_path):
                   EXPECTED[None])
 
 
+def test_legacy_layernorm_gamma_beta_names(tmp_path):
+    ref = build(tmp_path, "bert", "mlm", seed=14)
+    rewrite_weights(tmp_path, lambda t: t.update(
+        {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t.pop(k)
+         for k in list(t) if "LayerNorm." in k}))
+    ids, mask, tt = inputs((2, 10), ref.config.vocab_size, seed=15)
+    assert_parity(npsqueeze.from_pretrained(tmp_path)(ids, mask, tt), reference(ref, ids, mask, tt), ["logits"])
+
+
 def test_sharded_checkpoint(tmp_path):
     ref = build(tmp_path / "one", "bert", "sequence", seed=10)
     ref.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")

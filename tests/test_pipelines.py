@@ -42,8 +42,8 @@ def checkpoint(tmp_path_factory):
         key = (family, head, seed, json.dumps(config, sort_keys=True))
         if key not in cache:
             folder = tmp_path_factory.mktemp(f"{family}-{head}")
-            model = build(folder, family, head, seed, **(TINY_SQUEEZEBERT if family == "squeezebert" else TINY),
-                          **config)
+            model = build(folder, family, head, seed,
+                          **{**(TINY_SQUEEZEBERT if family == "squeezebert" else TINY), **config})
             shutil.copy(WEIGHTS_DIR / "vocab.txt", folder / "vocab.txt")
             cache[key] = folder, model
         return cache[key]
@@ -141,8 +141,11 @@ def test_classify_matches_transformers_pipeline(checkpoint, family, config):
     folder, ref = checkpoint(family, "sequence", seed=2, **config)
     theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), top_k=None)
     classify = npsqueeze.pipeline("text-classification", folder, batch_size=3)
-    with pytest.warns(UserWarning, match="1 of 4 inputs are longer than the model's limit of 64 tokens"):
+    with pytest.warns(UserWarning, match=r"1 of 4 inputs are longer than the model's limit of 64 tokens and "
+                                         r"were truncated \(input 4\)"):
         results = classify(PREMISES, HYPOTHESES)
+    with pytest.warns(UserWarning, match=r"2 of 3 inputs .* \(inputs 1, 3\)"):
+        classify([HYPOTHESES[3], "x", HYPOTHESES[3]])
     for p, h, ours in zip(PREMISES, HYPOTHESES, results):
         expected = theirs({"text": p, "text_pair": h}, truncation=True, max_length=64)
         assert_close_records(ours, expected, ("label",))
@@ -331,6 +334,14 @@ def test_bad_sentence_transformers_files(checkpoint, tmp_path, files, match):
         npsqueeze.SentenceEmbedding.from_pretrained(st)
 
 
+def test_vocabulary_larger_than_the_model_is_one_clear_error(checkpoint):
+    folder, _ = checkpoint("bert", None, seed=6, vocab_size=211)  # with the 30522-token vocab.txt
+    embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    assert embed(["[MASK] [UNK]"]).shape == (1, 48)  # ids 101, 103, 100, 102: below 211, fine
+    with pytest.raises(NpsqueezeError, match=r"input_ids holds token id 999, outside the vocabulary \[0, 211\)"):
+        embed(["[MASK]", "!"])
+
+
 def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):
     folder, _ = checkpoint("squeezebert", "mlm", seed=1)
     embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
@@ -364,6 +375,7 @@ def test_no_warning_at_exactly_the_limit(checkpoint):
 # --- the commands ---------------------------------------------------------------------------------
 
 def run_cli(capsys, *argv):
+    capsys.readouterr()  # drop what came before (transformers' progress bars while building checkpoints)
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -442,7 +454,7 @@ def test_cli_truncation_warning(capsys):
                    "and were truncated (input 1)\n")
 
 
-def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path):
+def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch):
     mlm, _ = checkpoint("bert", "mlm", seed=1)
     nli, _ = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
@@ -471,9 +483,15 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path):
     ]
     for argv, match in cases:
         code, out, err = run_cli(capsys, *argv)
-        assert code == 2 and out == "", argv
-        assert err.count("\n") == 1 and err.startswith(f"npsqueeze {argv[0]}: error: "), err
-        assert re.search(match, err), (match, err)
+        check_one_line_error(code, out, err, argv, match)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8"))
+    check_one_line_error(*run_cli(capsys, "embed", minilm_path(), "-"), ["embed"], "cannot read stdin")
+
+
+def check_one_line_error(code, out, err, argv, match):
+    assert code == 2 and out == "", argv
+    assert err.count("\n") == 1 and err.startswith(f"npsqueeze {argv[0]}: error: "), err
+    assert re.search(match, err), (match, err)
 
 
 def test_cli_end_to_end_in_a_subprocess(minilm_reference):
