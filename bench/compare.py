@@ -1,13 +1,16 @@
 """npsqueeze against transformers' eager PyTorch, and ONNX Runtime when installed: one run, interleaved.
 
-    python bench/compare.py [--threads 2] [--repeat 30] [--out bench/results]
+    python bench/compare.py [--threads 2] [--repeat 20] [--out bench/results]
 
 SqueezeBERT (squeezebert-uncased's config) and BERT-base, random weights that every engine shares:
-transformers builds each model and saves it, npsqueeze loads that checkpoint, torch.onnx.export
+transformers builds each base model and saves it, npsqueeze loads that checkpoint, torch.onnx.export
 exports it for ONNX Runtime. Each workload (batch 1 and 8, sequence 128) times the engines in turns
 -- npsqueeze, torch, onnxruntime, npsqueeze, ... -- so load from elsewhere on the machine slows them
-alike and the ratios hold. Every engine gets the same thread count. Then `npsqueeze convert` and
-`npsqueeze bench` (a fresh process) give the load time of converted weights and the peak memory.
+alike and the ratios hold. Before each timed call a pause lets the previous engine's worker threads
+go idle, and an untimed call wakes the engine's own (see npsqueeze.bench.timings). Every engine gets
+the same thread count. Then `npsqueeze convert` and `npsqueeze bench` (a fresh process) give the
+load time of converted weights and the peak memory. "torch" is transformers' PyTorch model run
+eagerly (BERT with its default SDPA attention).
 
 Writes results.md (the table and issue 8's targets, met or not), results.json and latency.png to --out.
 Bench-only dependencies: torch and transformers (the `test` extra), onnxruntime and onnx (optional).
@@ -19,22 +22,23 @@ import argparse
 import os
 import sys
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # as npsqueeze.bench
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # npsqueeze.bench's: it imports NumPy
+PAUSE, SETTLE = 0.15, 1  # before each timed call: seconds of rest, untimed calls (see timings)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all CPUs)")
-    p.add_argument("--repeat", type=int, default=30, help="timed runs per engine and workload (default 30)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="workloads' batch sizes (default 1 8)")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs per engine and workload (default 20)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--models", nargs="+", default=["squeezebert-uncased", "bert-base-uncased"])
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--out", type=str, default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     return p.parse_args()
 
 
 args = parse_args()
-for var in THREAD_VARS:  # before NumPy and torch load their thread pools
+for var in THREAD_VARS:  # before NumPy and torch start their thread pools
     os.environ[var] = str(args.threads)
 
 import json  # noqa: E402
@@ -58,69 +62,66 @@ try:
 except ImportError:
     onnxruntime = None
 
-TARGETS = [  # (what, how to compute it from the results, comparison, bound) -- issue 8
-    ("SqueezeBERT b1: npsqueeze / torch latency", "sq_np_over_torch", "<=", 0.45),
-    ("SqueezeBERT b1: npsqueeze / onnxruntime latency", "sq_np_over_ort", "<=", 1.2),
-    ("BERT-base / SqueezeBERT latency in npsqueeze, b1", "bert_over_sq_np", ">=", 2.5),
-    ("SqueezeBERT b1: npsqueeze effective GFLOP/s", "sq_gflops", ">=", 100),
-    ("SqueezeBERT b8: npsqueeze / torch throughput", "sq_b8_np_over_torch", ">=", 1.5),
+# issue 8's targets: (what, key in measured(), comparison, bound)
+TARGETS = [
+    ("SqueezeBERT b1: npsqueeze / torch latency", "np_over_torch", "<=", 0.45),
+    ("SqueezeBERT b1: npsqueeze / onnxruntime latency", "np_over_ort", "<=", 1.2),
+    ("BERT-base / SqueezeBERT latency in npsqueeze, b1", "bert_over_squeezebert", ">=", 2.5),
+    ("SqueezeBERT b1: npsqueeze effective GFLOP/s", "gflop_per_s", ">=", 100),
+    ("SqueezeBERT b8: npsqueeze / torch throughput", "b8_np_over_torch", ">=", 1.5),
     ("load converted SqueezeBERT weights, s", "load_s", "<=", 0.1),
     ("peak RSS / weights, SqueezeBERT b1", "rss_over_weights", "<=", 1.3),
 ]
 
 
-def engines(name: str, folder: Path, batch_sizes: list[int], seq_len: int) -> tuple[dict, dict]:
-    """{engine: {batch: forward()}} for one model saved to `folder`, and each engine's max |diff| from torch."""
-    hf_cfg = transformers.AutoConfig.from_pretrained(WEIGHTS_DIR / name)
-    torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(hf_cfg).eval()  # the base model, random weights
-    model.save_pretrained(folder)
-    ours = npsqueeze.from_pretrained(folder)
-    inputs = {N: np.random.default_rng(N).integers(0, hf_cfg.vocab_size, (N, seq_len)) for N in batch_sizes}
-    masks = {N: np.ones_like(ids) for N, ids in inputs.items()}
-    fns = {"npsqueeze": {N: (lambda N=N: ours(inputs[N], masks[N]).last_hidden_state) for N in batch_sizes}}
-
-    def torch_forward(N):
-        with torch.inference_mode():
-            return model(input_ids=torch.from_numpy(inputs[N]), attention_mask=torch.from_numpy(masks[N])
-                         ).last_hidden_state.numpy()
-    fns["torch"] = {N: (lambda N=N: torch_forward(N)) for N in batch_sizes}
-    if onnxruntime is not None:
-        fns["onnxruntime"] = ort_forwards(model, folder / "model.onnx", inputs, masks)
-    reference = {N: torch_forward(N) for N in batch_sizes}
-    diffs = {engine: max(float(np.abs(f[N]() - reference[N]).max()) for N in batch_sizes) for engine, f in fns.items()}
-    return fns, diffs
-
-
 class LastHiddenState(torch.nn.Module):
-    """model(input_ids, attention_mask).last_hidden_state, with exactly those two inputs, for export."""
+    """model(input_ids, attention_mask).last_hidden_state, with exactly those two inputs, for the export."""
 
     def __init__(self, model):
         super().__init__()
-        self.model = model  # the export puts it back in the wrapper's mode afterwards: eval, please
+        self.model = model
 
     def forward(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def ort_forwards(model, path: Path, inputs: dict, masks: dict) -> dict:
-    N = min(inputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(LastHiddenState(model).eval(), (torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])), str(path),
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")},
-                          dynamo=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return {N: (lambda N=N: session.run(None, {"input_ids": inputs[N], "attention_mask": masks[N]})[0])
-            for N in inputs}
+def engines(name: str, folder: Path) -> dict:
+    """{engine: {batch size: forward()}} for one model, every engine with the same weights."""
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(WEIGHTS_DIR / name))
+    model = LastHiddenState(model).eval()  # eval: the export would put a training-mode wrapper back in training
+    model.model.save_pretrained(folder)
+    ours = npsqueeze.from_pretrained(folder)
+    vocab = ours.config.vocab_size
+    inputs = {N: np.random.default_rng(N).integers(0, vocab, (N, args.seq_len)) for N in args.batch_size}
+    masks = {N: np.ones_like(ids) for N, ids in inputs.items()}
+
+    def torch_forward(N):
+        with torch.inference_mode():
+            return model(torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])).numpy()
+
+    fns = {"npsqueeze": {N: lambda N=N: ours(inputs[N], masks[N]).last_hidden_state for N in inputs},
+           "torch": {N: lambda N=N: torch_forward(N) for N in inputs}}
+    if onnxruntime is not None:
+        path = str(folder / "model.onnx")
+        N = min(inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+            torch.onnx.export(model, (torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])), path,
+                              input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                              dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")},
+                              dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        fns["onnxruntime"] = {N: lambda N=N: session.run(None, {"input_ids": inputs[N], "attention_mask": masks[N]})[0]
+                              for N in inputs}
+    return fns
 
 
 def npsqueeze_cli(*argv: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "npsqueeze", *argv], capture_output=True, text=True, check=True)
-    return done.stdout
+    return subprocess.run([sys.executable, "-m", "npsqueeze", *argv], capture_output=True, text=True,
+                          check=True).stdout
 
 
 def measure() -> dict:
@@ -129,52 +130,59 @@ def measure() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             folder = Path(tmp) / name
-            fns, diffs[name] = engines(name, folder, args.batch_size, args.seq_len)
+            fns = engines(name, folder)
+            reference = {N: fns["torch"][N]() for N in args.batch_size}
+            diffs[name] = {engine: max(float(np.abs(f[N]() - reference[N]).max()) for N in args.batch_size)
+                           for engine, f in fns.items()}
             cfg = Config.from_file(folder)
             for N in args.batch_size:
-                times = timings({engine: f[N] for engine, f in fns.items()}, args.repeat)
+                times = timings({engine: f[N] for engine, f in fns.items()}, args.repeat, PAUSE, SETTLE)
                 gflops = sum(flops.analytic_flops(cfg, args.seq_len, N).values()) / 1e9
                 for engine, ts in times.items():
                     median = statistics.median(ts)
                     rows.append({"model": name, "engine": engine, "batch_size": N, "seq_len": args.seq_len,
                                  "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts), "sequences_per_s": N / median,
                                  "effective_gflop_per_s": gflops / median})
-                print(f"{name} b{N}: " + ", ".join(f"{r['engine']} {r['median_ms']:.1f} ms" for r in rows[-len(times):]),
+                print(f"{name} b{N}: " + ", ".join(f"{r['engine']} {r['median_ms']:.1f} ms" for r in rows[-len(fns):]),
                       file=sys.stderr)
-            if name.startswith("squeezebert"):
-                converted = Path(tmp) / (name + "-converted")
-                npsqueeze_cli("convert", str(folder), str(converted))
-                memory = json.loads(npsqueeze_cli("bench", str(converted), "--batch-size", "1", "--seq-len",
-                                                  str(args.seq_len), "--repeat", "5", "--threads",
-                                                  str(args.threads), "--json"))["results"][0]
             del fns
-    return {"environment": environment() | {"threads": args.threads, "torch": torch.__version__,
-                                                        "transformers": transformers.__version__,
-                                                        "onnxruntime": onnxruntime and onnxruntime.__version__},
-            "repeat": args.repeat, "results": rows, "max_abs_diff_from_torch": diffs, "npsqueeze_bench": memory}
+            if name.startswith("squeezebert"):  # load time and memory of converted weights, in a fresh process
+                npsqueeze_cli("convert", str(folder), str(folder) + "-converted")
+                memory = json.loads(npsqueeze_cli("bench", str(folder) + "-converted", "--batch-size", "1",
+                                                  "--seq-len", str(args.seq_len), "--repeat", "5",
+                                                  "--threads", str(args.threads), "--json"))["results"][0]
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                "onnxruntime": onnxruntime.__version__ if onnxruntime else None}
+    return {"environment": environment() | {"threads": args.threads} | versions, "repeat": args.repeat,
+            "pause_s": PAUSE, "settle": SETTLE, "results": rows, "max_abs_diff_from_torch": diffs, "npsqueeze_bench": memory}
+
+
+def measured(r: dict) -> dict:
+    """The quantities the targets bound, from whichever rows were measured."""
+    rows = {(x["model"].split("-")[0], x["engine"], x["batch_size"]): x for x in r["results"]}
+
+    def ratio(a, b, key="median_ms"):
+        return a[key] / b[key] if a and b else None
+
+    sq1 = rows.get(("squeezebert", "npsqueeze", 1))
+    return {"np_over_torch": ratio(sq1, rows.get(("squeezebert", "torch", 1))),
+            "np_over_ort": ratio(sq1, rows.get(("squeezebert", "onnxruntime", 1))),
+            "bert_over_squeezebert": ratio(rows.get(("bert", "npsqueeze", 1)), sq1),
+            "gflop_per_s": sq1 and sq1["effective_gflop_per_s"],
+            "b8_np_over_torch": ratio(rows.get(("squeezebert", "npsqueeze", 8)), rows.get(("squeezebert", "torch", 8)),
+                                      "sequences_per_s"),
+            "load_s": r["npsqueeze_bench"] and r["npsqueeze_bench"]["load_s"],
+            "rss_over_weights": r["npsqueeze_bench"] and r["npsqueeze_bench"]["rss_over_weights"]}
 
 
 def targets(r: dict) -> list[dict]:
-    def row(model, engine, N):
-        return next((x for x in r["results"] if x["model"].startswith(model) and x["engine"] == engine
-                     and x["batch_size"] == N), None)
-    sq, bert = (lambda engine, N=1: row("squeezebert", engine, N)), (lambda engine, N=1: row("bert", engine, N))
-    values = {}
-    if sq("npsqueeze") and sq("torch"):
-        values["sq_np_over_torch"] = sq("npsqueeze")["median_ms"] / sq("torch")["median_ms"]
-        values["sq_gflops"] = sq("npsqueeze")["effective_gflop_per_s"]
-    if sq("npsqueeze") and sq("onnxruntime"):
-        values["sq_np_over_ort"] = sq("npsqueeze")["median_ms"] / sq("onnxruntime")["median_ms"]
-    if sq("npsqueeze") and bert("npsqueeze"):
-        values["bert_over_sq_np"] = bert("npsqueeze")["median_ms"] / sq("npsqueeze")["median_ms"]
-    if sq("npsqueeze", 8) and sq("torch", 8):
-        values["sq_b8_np_over_torch"] = sq("npsqueeze", 8)["sequences_per_s"] / sq("torch", 8)["sequences_per_s"]
-    if r["npsqueeze_bench"]:
-        values["load_s"] = r["npsqueeze_bench"]["load_s"]
-        values["rss_over_weights"] = r["npsqueeze_bench"]["rss_over_weights"]
-    return [{"target": what, "value": values.get(key), "bound": f"{op} {bound}",
-             "met": None if key not in values else (values[key] <= bound if op == "<=" else values[key] >= bound)}
-            for what, key, op, bound in TARGETS]
+    values = measured(r)
+    out = []
+    for what, key, op, bound in TARGETS:
+        v = values[key]
+        met = None if v is None else v <= bound if op == "<=" else v >= bound
+        out.append({"target": what, "value": v, "bound": f"{op} {bound}", "met": met})
+    return out
 
 
 def to_markdown(r: dict) -> str:
@@ -182,7 +190,7 @@ def to_markdown(r: dict) -> str:
     lines = [f"npsqueeze {npsqueeze.__version__}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
              f"transformers {env['transformers']}, onnxruntime {env['onnxruntime'] or 'not installed'}; "
              f"{env['threads']} threads for every engine, {env['cpus']} CPUs; median and min of "
-             f"{r['repeat']} interleaved runs.", "",
+             f"{r['repeat']} interleaved runs, each after a {r['pause_s']} s pause and {r['settle']} untimed run.", "",
              "| model | batch | seq | engine | median ms | min ms | seq/s | effective GFLOP/s |",
              "|---|--:|--:|---|--:|--:|--:|--:|"]
     for x in r["results"]:
@@ -191,12 +199,10 @@ def to_markdown(r: dict) -> str:
     lines += ["", "| target (issue 8) | measured | bound | met |", "|---|--:|---|---|"]
     for t in r["targets"]:
         value = "not measured" if t["value"] is None else f"{t['value']:.3g}"
-        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        lines.append(f"| {t['target']} | {value} | {t['bound']} | {met} |")
-    diffs = "; ".join(f"{m}: " + ", ".join(f"{e} {d:.1e}" for e, d in ds.items())
-                      for m, ds in r["max_abs_diff_from_torch"].items())
-    lines += ["", f"Max |difference| from torch's last hidden state (same weights, every workload): {diffs}."]
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {t['target']} | {value} | {t['bound']} | {({True: 'yes', False: '**no**'}).get(t['met'], '-')} |")
+    diffs = "; ".join(f"{model}: " + ", ".join(f"{e} {d:.1e}" for e, d in ds.items())
+                      for model, ds in r["max_abs_diff_from_torch"].items())
+    return "\n".join(lines + ["", f"Max |difference| from torch's last hidden state, same weights: {diffs}."]) + "\n"
 
 
 def plot(r: dict, path: Path) -> None:
@@ -204,13 +210,14 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    engine_names = list(dict.fromkeys(x["engine"] for x in r["results"]))
+    names = list(dict.fromkeys(x["engine"] for x in r["results"]))
+    width = 0.8 / len(names)
     fig, axes = plt.subplots(1, len(args.batch_size), figsize=(5.5 * len(args.batch_size), 4.2), squeeze=False)
     for ax, N in zip(axes[0], args.batch_size):
-        for i, engine in enumerate(engine_names):
+        for i, engine in enumerate(names):
             xs = [x for x in r["results"] if x["engine"] == engine and x["batch_size"] == N]
-            pos = np.arange(len(xs)) + (i - (len(engine_names) - 1) / 2) * 0.8 / len(engine_names)
-            bars = ax.bar(pos, [x["median_ms"] for x in xs], 0.8 / len(engine_names), label=engine)
+            bars = ax.bar(np.arange(len(xs)) + (i - (len(names) - 1) / 2) * width, [x["median_ms"] for x in xs],
+                          width, label=engine)
             ax.bar_label(bars, [f"{x['median_ms']:.0f}" for x in xs], fontsize=8)
         ax.set_xticks(np.arange(len(args.models)), args.models)
         ax.set_ylabel("median latency, ms (lower is better)")

@@ -2,7 +2,7 @@
 
 A model is a bundled name, a config.json (random weights: the benchmark needs no download) or a
 checkpoint folder (its weights are loaded). Each model and workload runs in a fresh child process,
-for two reasons: BLAS reads its thread count (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS)
+for two reasons: BLAS reads its thread count (OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, OMP_NUM_THREADS)
 once, when NumPy loads it, so `--threads` has to be in the environment before the child starts; and
 the child's peak resident memory is then that model's alone.
 
@@ -30,15 +30,19 @@ from .report import load
 from .weights import CONVERTED, WEIGHT_FILES
 
 DEFAULT_MODELS = ["squeezebert-uncased", "bert-base-uncased"]
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
 WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
 
 
-def timings(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+def timings(fns: dict[str, Callable[[], object]], repeat: int, pause: float = 0.0, settle: int = 0
+            ) -> dict[str, list[float]]:
     """Wall times in seconds of `repeat` calls of each function, after WARMUP calls each.
 
     The functions take turns (A, B, A, B, ...), so that load from elsewhere on a shared machine
-    slows them alike and their ratios hold.
+    slows them alike and their ratios hold. Engines with thread pools need two more things to be
+    timed fairly: a `pause` (seconds) before each turn, since OpenBLAS's and OpenMP's workers spin for
+    up to ~0.1 s after their last task and take a core from whoever runs next (torch ran 1.4x slower
+    right after NumPy); then `settle` untimed calls, since waking one's own pool from idle costs too.
     """
     for fn in fns.values():
         for _ in range(WARMUP):
@@ -46,6 +50,9 @@ def timings(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(pause)
+            for _ in range(settle):
+                fn()
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -127,8 +134,9 @@ def blas_threads() -> int | None:
 
 def to_markdown(r: dict) -> str:
     env = r["environment"]
-    lines = [f"NumPy {env['numpy']} ({env['blas']}), {env['cpus']} CPUs; median and min of {r['repeat']} "
-             f"runs after {WARMUP} warm-ups; threads: BLAS threads (-: BLAS's default, every core)", "",
+    lines = [f"NumPy {env['numpy']} ({env['blas']}), {env['cpus']} CPUs; median and min of {r['repeat']} runs "
+             f"after {WARMUP} warm-ups. threads: BLAS threads as the environment set them (-: unset, every core).",
+             "",
              "| model | weights | batch | seq | threads | median ms | min ms | seq/s | GFLOP | GFLOP/s | "
              "peak RSS MB | RSS / weights |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for m in r["results"]:
@@ -170,7 +178,10 @@ def run(args: argparse.Namespace) -> int:
     results = [run_child(spec, N, W, args.repeat, args.threads)
                for spec in specs for N in args.batch_size for W in args.seq_len]
     r = {"environment": environment(), "repeat": args.repeat, "results": results}
-    print(json.dumps(r, indent=2) if args.json else to_markdown(r), end="\n" if args.json else "")
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(to_markdown(r), end="")
     return 0
 
 

@@ -82,14 +82,9 @@ class Config:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise NpsqueezeError(f"no config.json at {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise NpsqueezeError(f"cannot read {path}: {e}") from None
-        if not isinstance(d, dict):
-            raise NpsqueezeError(f"{path} does not hold a JSON object")
+        d = read_json(path, dict)
+        if d is None:
+            raise NpsqueezeError(f"no config.json at {path}")
         return cls.from_dict(d)
 
     def validate(self) -> None:
@@ -115,3 +110,16 @@ class Config:
         C, I = self.hidden_size, self.intermediate_size
         return [("q_groups", C, C), ("k_groups", C, C), ("v_groups", C, C),
                 ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]
+
+
+def read_json(path: Path, kind: type = dict):
+    """A JSON file holding a `kind` (list or dict), or None when the file does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NpsqueezeError(f"cannot read {path}: {e}") from None
+    if not isinstance(d, kind):
+        raise NpsqueezeError(f"{path} does not hold a JSON {'array' if kind is list else 'object'}")
+    return d

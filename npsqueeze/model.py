@@ -53,12 +53,18 @@ def block(x, mask, p, cfg: Config) -> np.ndarray:
 
 
 def transformer(p, cfg: Config, input_ids, attention_mask, token_type_ids, output_hidden_states=False):
-    """The base model: ids [N, W] -> last hidden state [N, W, C] (+ pooled [N, C], + every layer's)."""
+    """The base model: ids [N, W] -> last hidden state [N, W, C] (+ pooled [N, C], + every layer's).
+
+    Each block runs on one sequence at a time. Its matrix products are per sequence anyway, and one
+    sequence's activations (a few MB) stay in cache and in memory malloc recycles, where a batch's
+    came fresh from the OS on every call: at batch 8 that was 48,000 page faults and 13% more time.
+    """
     mask = (1.0 - attention_mask.astype(np.float32)) * np.finfo(np.float32).min  # [N, W], additive
     x = embeddings(input_ids, token_type_ids, p["embeddings"], cfg)
     hidden_states = [x]
     for layer in p["encoder"]["layers"]:
-        x = block(x, mask, layer, cfg)
+        x = np.concatenate([block(x[n:n + 1], mask[n:n + 1], layer, cfg)  # N x [1, C, W] -> [N, C, W]
+                            for n in range(len(x))])
         hidden_states.append(x)
     h = np.ascontiguousarray(x.transpose(0, 2, 1))  # [N, C, W] -> [N, W, C], as transformers returns it
     pooled = pooler(h, p["pooler"]) if "pooler" in p else None

@@ -11,7 +11,6 @@ result per input in input order. Texts longer than the model's limit are truncat
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ import numpy as np
 from tokenizers import Encoding
 from tqdm import tqdm
 
-from .config import NpsqueezeError
+from .config import NpsqueezeError, read_json
 from .model import SqueezeBertModel, check_inputs, from_pretrained, mlm_head, transformer
 from .ops import softmax
 from .tokenizer import Tokenizer, as_batch
@@ -398,19 +397,6 @@ def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:
     if not modes:
         raise NpsqueezeError(f"{folder / 'config.json'}: no pooling mode is set")
     return modes
-
-
-def read_json(path: Path, kind: type):
-    """A JSON file holding a `kind` (list or dict), or None when the file does not exist."""
-    if not path.is_file():
-        return None
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpsqueezeError(f"cannot read {path}: {e}") from None
-    if not isinstance(d, kind):
-        raise NpsqueezeError(f"{path} does not hold a JSON {'array' if kind is list else 'object'}")
-    return d
 
 
 TASKS = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,

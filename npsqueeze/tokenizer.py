@@ -10,7 +10,6 @@ Calling a `Tokenizer` follows transformers' `BertTokenizerFast` and returns the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from tokenizers import AddedToken, Encoding, decoders, normalizers, pre_tokenize
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordPiece
 
-from .config import WEIGHTS_DIR, NpsqueezeError
+from .config import WEIGHTS_DIR, NpsqueezeError, read_json
 
 SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
            "mask_token": "[MASK]"}  # BERT's, unless tokenizer_config.json names others
@@ -231,14 +230,7 @@ def read_vocab(path: Path) -> dict[str, int]:
 
 
 def read_tokenizer_config(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpsqueezeError(f"cannot read {path}: {e}") from None
-    if not isinstance(d, dict):
-        raise NpsqueezeError(f"{path} does not hold a JSON object")
+    d = read_json(path) or {}
     for key in ("do_lower_case", "tokenize_chinese_chars"):
         if key in d and not isinstance(d[key], bool):
             raise NpsqueezeError(f"{path}: {key} must be true or false, got {d[key]!r}")

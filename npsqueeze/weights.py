@@ -69,7 +69,7 @@ class Entry:
 
 def weight_map(cfg: Config, head: str | None) -> list[Entry]:
     """Every tensor the engine needs for `cfg` with `head`, with its HF name and both shapes."""
-    C, V, I = cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size
+    C, V = cfg.hidden_size, cfg.vocab_size
     entries = [
         Entry("embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight", (V, C), (V, C)),
         Entry("embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight",

@@ -76,6 +76,11 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
 
 def test_timings_take_turns_after_warming_up():
     calls = []
-    times = bench.timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeat=3)
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = bench.timings(fns, repeat=3)
     assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a", "b"] * 3
     assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)
+    calls.clear()
+    times = bench.timings(fns, repeat=2, pause=0.01, settle=2)  # two untimed calls before each timed one
+    assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(t) for t in times.values()] == [2, 2]
