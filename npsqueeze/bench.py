@@ -24,9 +24,8 @@ from typing import Callable
 import numpy as np
 
 from . import flops
-from .config import NpsqueezeError
+from .config import NpsqueezeError, load_config
 from .model import from_pretrained
-from .report import load
 from .weights import CONVERTED, WEIGHT_FILES
 
 DEFAULT_MODELS = ["squeezebert-uncased", "bert-base-uncased"]
@@ -73,7 +72,7 @@ def peak_rss() -> int | None:
 
 def measure(spec: str, batch_size: int, seq_len: int, repeat: int) -> dict:
     """Load (or randomly initialise) one model and time it on one workload; the result as a dict."""
-    name, cfg = load(spec)
+    name, cfg = load_config(spec)
     folder = Path(spec)
     checkpoint = folder.is_dir() and any((folder / f).is_file() for f in (CONVERTED, *WEIGHT_FILES))
     t = time.perf_counter()
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise NpsqueezeError(f"{option} must be a positive integer, got {min(values)}")
     specs = args.models or DEFAULT_MODELS
     for spec in specs:  # fail here, with one line, rather than in a child
-        name, cfg = load(spec)
+        name, cfg = load_config(spec)
         if max(args.seq_len) > cfg.max_position_embeddings:
             raise NpsqueezeError(f"--seq-len {max(args.seq_len)} exceeds {name}'s max_position_embeddings "
                                  f"{cfg.max_position_embeddings}")

@@ -112,6 +112,18 @@ class Config:
                 ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]
 
 
+def load_config(spec: str) -> tuple[str, Config]:
+    """A bundled model's name, or a path to a config.json (or its folder) -> (name, config)."""
+    if spec in BUNDLED:
+        return spec, Config.from_file(WEIGHTS_DIR / spec)
+    path = Path(spec)
+    if not path.exists():
+        raise NpsqueezeError(f"{spec}: no such config file, nor a bundled model ({', '.join(BUNDLED)})")
+    resolved = path.resolve()
+    name = resolved.name if path.is_dir() else resolved.parent.name if path.name == "config.json" else path.stem
+    return name, Config.from_file(path)
+
+
 def read_json(path: Path, kind: type = dict):
     """A JSON file holding a `kind` (list or dict), or None when the file does not exist."""
     if not path.is_file():

@@ -2,7 +2,7 @@
 
 FLOPs follow torch's FlopCounterMode and the paper: 2 x the multiply-adds of every matmul, 1x1
 convolution and einsum. `analytic_flops` derives them from the config alone; `instrumented_flops` runs the
-engine and reads what `ops.einsum` tallied. The module names are the tags `ops.einsum` records under,
+engine and reads what `ops.matmul` tallied. The module names are the tags `ops.matmul` records under,
 so the two counts compare entry by entry. Elementwise work (softmax, LayerNorm, GELU, adds) is not a
 FLOP under that convention; `elementwise_ops` estimates it separately.
 """
@@ -37,7 +37,8 @@ ELEMENTWISE_OPS = {
     "gelu": (29, "x/sqrt2; erf: clip 2, square 1, numerator 12, denominator 8, multiply 1, divide 1; +1, *0.5, *x"),
     "relu": (1, "a max"),
     "softmax": (5, "max, subtract, exp, sum, divide"),
-    "scale_mask": (2, "each attention score times 1/sqrt(d), plus the padding mask"),
+    "scale": (1, "each query channel times 1/sqrt(d), before the scores (cheaper than scaling the W x W scores)"),
+    "mask": (1, "each attention score plus the padding mask"),
     "tanh": (1, "the pooler's tanh"),
 }
 
@@ -96,7 +97,7 @@ def analytic_flops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | N
 def elementwise_ops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None) -> dict[str, int]:
     """Elementwise operations per module, with the per-element costs of ELEMENTWISE_OPS.
 
-    Bias adds go with their layer, the scale, mask and softmax of the scores with "attention_scores",
+    Bias adds go with their layer, the query's scale and the scores' mask and softmax with "attention_scores",
     each residual add and LayerNorm with the layer whose output it normalizes.
     """
     op = {name: n for name, (n, _) in ELEMENTWISE_OPS.items()}
@@ -106,7 +107,7 @@ def elementwise_ops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | 
     e["embeddings"] = M * C * (2 * op["add"] + op["layer_norm"])  # word + position + token type
     for role, _, cout in cfg.conv_shapes():
         e[ROLE_MODULE[role]] = L * M * cout * op["add"]  # the bias
-    e["attention_scores"] = L * N * H * W * W * (op["scale_mask"] + op["softmax"])
+    e["attention_scores"] = L * (M * C * op["scale"] + N * H * W * W * (op["mask"] + op["softmax"]))
     e["post_attention"] += L * M * C * (op["add"] + op["layer_norm"])  # residual + LayerNorm
     e["intermediate"] += L * M * cfg.intermediate_size * act
     e["output"] += L * M * C * (op["add"] + op["layer_norm"])  # residual + LayerNorm
@@ -139,7 +140,7 @@ def dummy_ids(seq_len: int, batch_size: int, head: str | None) -> np.ndarray:
 
 def instrumented_flops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None
                        ) -> dict[str, int]:
-    """FLOPs per module as tallied by `ops.einsum` while the engine runs a forward pass.
+    """FLOPs per module as tallied by `ops.matmul` while the engine runs a forward pass.
 
     The weights are zero-stride views of one zero, so this needs no checkpoint and no weight memory;
     the matmuls still run on [batch_size, seq_len] activations (about 1 s per 100 GFLOP here).

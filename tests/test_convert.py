@@ -24,8 +24,7 @@ import npsqueeze
 from npsqueeze import NpsqueezeError, cli
 from npsqueeze.convert import convert
 from npsqueeze.weights import CONVERTED, safetensors_file, weight_map
-from checkpoints import HEADS, build, minilm_path
-from test_model import EXPECTED, assert_parity, inputs, reference
+from checkpoints import EXPECTED, HEADS, assert_parity, build, inputs, minilm_path, reference
 from test_weights_safetensors import root_base
 from test_weights_torchbin import Call, Global, System, dumps, member_offset, write_legacy
 
