@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from . import flops
-from .config import NpsqueezeError, load_config
+from .config import Config, NpsqueezeError, load_config
 from .model import from_pretrained
 from .weights import CONVERTED, WEIGHT_FILES
 
@@ -162,18 +162,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
 
 
-def run(args: argparse.Namespace) -> int:
-    for option, values in (("--batch-size", args.batch_size), ("--seq-len", args.seq_len),
-                           ("--repeat", [args.repeat]),
-                           ("--threads", [1 if args.threads is None else args.threads])):
-        if min(values) < 1:
-            raise NpsqueezeError(f"{option} must be a positive integer, got {min(values)}")
-    specs = args.models or DEFAULT_MODELS
-    for spec in specs:  # fail here, with one line, rather than in a child
-        name, cfg = load_config(spec)
-        if max(args.seq_len) > cfg.max_position_embeddings:
-            raise NpsqueezeError(f"--seq-len {max(args.seq_len)} exceeds {name}'s max_position_embeddings "
+def check_workload(specs: list[str], longest: int, **options: int) -> list[tuple[str, Config]]:
+    """`load_config` of each spec, after checking that every option (seq_len=...) is positive and
+    then that `longest` tokens fit each model's max_position_embeddings: else a one-line error."""
+    for option, n in options.items():
+        if n < 1:
+            raise NpsqueezeError(f"--{option.replace('_', '-')} must be a positive integer, got {n}")
+    named = [load_config(spec) for spec in specs]
+    for name, cfg in named:
+        if longest > cfg.max_position_embeddings:
+            raise NpsqueezeError(f"--seq-len {longest} exceeds {name}'s max_position_embeddings "
                                  f"{cfg.max_position_embeddings}")
+    return named
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = args.models or DEFAULT_MODELS
+    check_workload(specs, max(args.seq_len), batch_size=min(args.batch_size), seq_len=min(args.seq_len),
+                   repeat=args.repeat, threads=1 if args.threads is None else args.threads)  # here, not in a child
     results = [run_child(spec, N, W, args.repeat, args.threads)
                for spec in specs for N in args.batch_size for W in args.seq_len]
     r = {"environment": environment(), "repeat": args.repeat, "results": results}
@@ -188,4 +194,4 @@ if __name__ == "__main__":  # the child process of run_child: a job as JSON on s
     try:
         print(json.dumps(measure(**json.load(sys.stdin))))
     except (NpsqueezeError, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(str(e))  # run_child shows this last line of stderr

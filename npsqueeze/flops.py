@@ -17,7 +17,7 @@ import numpy as np
 from .config import Config
 from .model import ARCHITECTURES
 from .ops import count_flops
-from .weights import HEADS_ON_POOLER, weight_map
+from .weights import HEADS_ON_POOLER, has_pooler, weight_map
 
 # Every module of the breakdown, in the order data flows through the model.
 MODULES = ("embeddings", "query", "key", "value", "attention_scores", "attention_context",
@@ -41,10 +41,6 @@ ELEMENTWISE_OPS = {
     "mask": (1, "each attention score plus the padding mask"),
     "tanh": (1, "the pooler's tanh"),
 }
-
-
-def has_pooler(head: str | None) -> bool:
-    return head is None or head in HEADS_ON_POOLER
 
 
 def modules(head: str | None) -> list[str]:

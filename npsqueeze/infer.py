@@ -174,10 +174,6 @@ def run_classify(args) -> None:
 
 # --- embed --------------------------------------------------------------------------------------
 
-def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
-
-
 def run_embed(args) -> None:
     texts = [t for t, _ in read_inputs(args, pairs_allowed=False)]
     embed = load(SentenceEmbedding, args)
@@ -201,4 +197,4 @@ def run_embed(args) -> None:
 
 fill_mask = Command(add_fill_mask_arguments, run_fill_mask)
 classify = Command(add_classify_arguments, run_classify)
-embed = Command(add_embed_arguments, run_embed)
+embed = Command(add_common_arguments, run_embed)

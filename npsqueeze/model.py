@@ -260,9 +260,9 @@ def as_ids(a, name: str, ndim: int) -> np.ndarray:
     return a
 
 
-def check_inputs(cfg: Config, input_ids, attention_mask, token_type_ids, ndim: int = 2):
-    """Validate the model's inputs and fill in defaults (attend everywhere, token type 0)."""
-    ids = as_ids(input_ids, "input_ids", ndim)
+def check_inputs(cfg: Config, input_ids, attention_mask, token_type_ids):
+    """Validate the model's inputs [N, W] and fill in defaults (attend everywhere, token type 0)."""
+    ids = as_ids(input_ids, "input_ids", ndim=2)
     if ids.shape[-1] > cfg.max_position_embeddings:
         raise NpsqueezeError(f"sequence length {ids.shape[-1]} exceeds max_position_embeddings "
                              f"{cfg.max_position_embeddings}")
@@ -274,7 +274,7 @@ def check_inputs(cfg: Config, input_ids, attention_mask, token_type_ids, ndim: i
                                                                     cfg.type_vocab_size)):
         if a is None:
             a = np.ones_like(ids) if name == "attention_mask" else np.zeros_like(ids)
-        a = as_ids(a, name, ndim)
+        a = as_ids(a, name, ndim=2)
         if a.shape != ids.shape:
             raise NpsqueezeError(f"{name} has shape {a.shape}, input_ids has {ids.shape}")
         if a.min() < 0 or a.max() >= limit:

@@ -348,16 +348,19 @@ class SentenceEmbedding(Pipeline):
         }
         v = np.concatenate([pooled[m]() for m in self.pooling], axis=-1)  # -> [N, D]
         if self.normalize:
-            v /= np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+            v = unit(v)
         return v.astype(np.float32, copy=False)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Cosine similarities between the rows of a [N, D] and b [M, D] (default: a): [N, M]."""
     b = a if b is None else b
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return a @ b.T  # [N, D] x [D, M] -> [N, M]
+    return unit(a) @ unit(b).T  # [N, D] x [D, M] -> [N, M]
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Each row of v scaled to length 1 (a zero row stays zero)."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
 def read_sentence_transformers(path: Path) -> dict:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from . import flops
-from .bench import random_weight, timings
-from .config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError, load_config
+from .bench import check_workload, random_weight, timings
+from .config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
 
 BASELINE = "bert-base-uncased"
 DEFAULT_MODELS = ["squeezebert-uncased"]
@@ -101,17 +101,10 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
 
     With `repeats`, also each model's latency (median of `repeats` runs).
     """
-    for option, n in (("--seq-len", seq_len), ("--batch-size", batch_size),
-                      ("--repeats", 1 if repeats is None else repeats)):
-        if n < 1:
-            raise NpsqueezeError(f"{option} must be a positive integer")
-    named = [load_config(s) for s in [*specs, baseline]]
+    named = check_workload([*specs, baseline], seq_len, seq_len=seq_len, batch_size=batch_size,
+                           repeats=1 if repeats is None else repeats)
     base_name, base_cfg = named[-1]
     loaded = {name: cfg for name, cfg in named if name != base_name} | {base_name: base_cfg}  # baseline last
-    for name, cfg in loaded.items():
-        if seq_len > cfg.max_position_embeddings:
-            raise NpsqueezeError(f"--seq-len {seq_len} exceeds {name}'s max_position_embeddings "
-                                 f"{cfg.max_position_embeddings}")
     report = {"seq_len": seq_len, "batch_size": batch_size, "head": head, "baseline": base_name,
               "models": [model_entry(name, cfg, seq_len, batch_size, head, instrument)
                          for name, cfg in loaded.items()],

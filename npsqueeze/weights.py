@@ -58,6 +58,11 @@ LAYER_PREFIX = {"squeezebert": "encoder.layers.{i}.", "bert": "encoder.layer.{i}
 HEADS_ON_POOLER = ("sequence", "choice")  # heads that classify the pooled [CLS] vector
 
 
+def has_pooler(head: str | None) -> bool:
+    """Whether the base model (head None) or a model with `head` has the pooler."""
+    return head is None or head in HEADS_ON_POOLER
+
+
 class Entry:
     """One engine tensor: where it comes from in an HF checkpoint and the shape it must have."""
 
@@ -93,7 +98,7 @@ def weight_map(cfg: Config, head: str | None) -> list[Entry]:
             entries.append(Entry(engine + ".weight", source + ".weight", hf_shape, (G, cout // G, cin // G),
                                  linear_weight if bert else conv_weight, G))
             entries.append(Entry(engine + ".bias", source + ".bias", (cout,), (cout,)))
-    if head is None or head in HEADS_ON_POOLER:
+    if has_pooler(head):
         entries += linear_entries("pooler.dense", C, C)
     if head == "mlm":
         entries += linear_entries("cls.predictions.transform.dense", C, C)
