@@ -91,9 +91,7 @@ class Config:
         ints = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "type_vocab_size", *GROUP_ROLES]
         for f in ints:
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise NpsqueezeError(f"config: {f} must be a positive integer, got {v!r}")
+            check_positive(f"config: {f}", getattr(self, f))
         if self.hidden_size % self.num_attention_heads:
             raise NpsqueezeError(f"config: hidden_size {self.hidden_size} is not a multiple of "
                                  f"num_attention_heads {self.num_attention_heads}")
@@ -110,6 +108,12 @@ class Config:
         C, I = self.hidden_size, self.intermediate_size
         return [("q_groups", C, C), ("k_groups", C, C), ("v_groups", C, C),
                 ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]
+
+
+def check_positive(name: str, v) -> None:
+    """Raise NpsqueezeError unless `v` is an int >= 1 (a bool is not a count)."""
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise NpsqueezeError(f"{name} must be a positive integer, got {v!r}")
 
 
 def load_config(spec: str) -> tuple[str, Config]:

@@ -225,7 +225,9 @@ ARCHITECTURES["BertForPreTraining"] = BertForMaskedLM  # bert-base-uncased's MLM
 
 def from_pretrained(path: str | Path) -> SqueezeBertModel:
     """Load a checkpoint folder as the class its config.json names in "architectures"."""
-    return model_class(Config.from_file(path), path).from_pretrained(path)
+    cfg = Config.from_file(path)
+    cls = model_class(cfg, path)
+    return cls(cfg, load_params(path, cfg, cls.head))
 
 
 def model_class(cfg: Config, path: str | Path) -> type[SqueezeBertModel]:

@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Encoding
 from tqdm import tqdm
 
-from .config import NpsqueezeError, read_json
+from .config import NpsqueezeError, check_positive, read_json
 from .model import SqueezeBertModel, check_inputs, from_pretrained, mlm_head, transformer
 from .ops import softmax
 from .tokenizer import Tokenizer, as_batch
@@ -47,8 +47,7 @@ class Pipeline:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise NpsqueezeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive("batch_size", batch_size)
         limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
         self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
         self.max_length = min(n for n in limits if n is not None)
@@ -117,8 +116,7 @@ class FillMask(Pipeline):
         mask = self.tokenizer.mask_token
         if self.tokenizer.mask_token_id is None:
             raise NpsqueezeError(f"the tokenizer has no mask token {mask!r} in its vocabulary")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise NpsqueezeError(f"top_k must be a positive integer, got {top_k!r}")
+        check_positive("top_k", top_k)
         for i, t in enumerate(texts):
             if mask not in t:
                 raise NpsqueezeError(f"input {i + 1} has no {mask} token to fill: {t[:60]!r}")
@@ -264,9 +262,8 @@ class QuestionAnswering(Pipeline):
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
             raise NpsqueezeError("question answering needs a context for every question")
-        for name, v in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise NpsqueezeError(f"{name} must be a positive integer, got {v!r}")
+        check_positive("top_k", top_k)
+        check_positive("max_answer_len", max_answer_len)
         encodings, logits = self.run(self.start_end, questions, contexts)
         results = []
         for e, (start_logits, end_logits), c in zip(encodings, logits, contexts):
