@@ -74,16 +74,21 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tag: str) -> np.
     return y
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, axis: int) -> np.ndarray:
-    """LayerNorm over the channel axis: `axis=1` for [N, C, W], `axis=-1` for [N, W, C].
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, axis: int,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """LayerNorm over the channel axis: `axis=1` for [N, C, W], `axis=-1` for [..., C].
+    `out=x` computes it in place.
 
     In [N, C, W] a position's channels are W apart in memory, but the mean and variance still run as
     contiguous row-by-row sums of C rows of W positions: the channels-first layout costs nothing here.
     """
     shape = [1] * x.ndim
     shape[axis] = -1  # broadcast the [C] gain and bias along the channel axis
-    y = x - x.mean(axis, keepdims=True)
-    var = np.mean(np.square(y), axis, keepdims=True)  # one value per position: [N, 1, W] for axis 1
+    y = np.subtract(x, x.mean(axis, keepdims=True), out=out)
+    # the variance, one value per position; einsum sums the squares with no temporary as big as x
+    var = np.einsum("nc...,nc...->n..." if axis == 1 else "...c,...c->...", y, y)  # [N, C, W] or [N, W, C] -> [N, W]
+    var = np.expand_dims(var, axis)  # [N, W] -> [N, 1, W] (axis 1) or [N, W, 1]
+    var *= np.float32(1 / y.shape[axis])
     var += np.float32(eps)
     y *= 1 / np.sqrt(var)  # the rest works in place on y: each extra array would be one more pass
     y *= weight.reshape(shape)  # the gain
@@ -127,8 +132,9 @@ def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 BLOCK = 32_768  # elements: 128 KB, so GELU's block of x, of y and erf's two temporaries fill a 512 KB L2 cache
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
+def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """GELU in its exact form, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as BERT and the paper use.
+    `out=x` computes it in place.
 
     It runs block by block over the flattened array, so that erf's ~25 passes stay in the CPU cache
     and its temporaries are small enough for malloc to recycle. On whole [N, I, W] activations
@@ -136,13 +142,15 @@ def gelu(x: np.ndarray) -> np.ndarray:
     as much: 4.7 instead of 1.7 ms a layer at batch 1, sequence 128. Smaller blocks pay NumPy's
     per-call overhead more often (16K elements: 2.8 ms).
     """
-    y = np.empty_like(x, dtype=np.float32)
+    y = np.empty_like(x, dtype=np.float32) if out is None else out
+    t = np.empty(min(BLOCK, x.size), np.float32)
     for xb, yb in zip(blocks(x), blocks(y)):
-        np.multiply(xb, np.float32(1 / math.sqrt(2)), out=yb)
-        erf(yb, out=yb)
-        yb += 1.0
-        yb *= xb
-        yb *= 0.5
+        tb = t[:xb.size]
+        np.multiply(xb, np.float32(1 / math.sqrt(2)), out=tb)
+        erf(tb, out=tb)
+        tb += 1.0
+        tb *= 0.5
+        np.multiply(xb, tb, out=yb)
     return y
 
 
@@ -152,8 +160,8 @@ def blocks(x: np.ndarray) -> list[np.ndarray]:
     return [flat[i:i + BLOCK] for i in range(0, flat.size, BLOCK)]
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, np.float32(0))
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.maximum(x, np.float32(0), out=out)
 
 
 ACTIVATIONS = {"gelu": gelu, "relu": relu}

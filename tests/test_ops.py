@@ -76,6 +76,9 @@ def test_activations_leave_their_input_alone(shape):
             assert gelu_error(got, x).max() < 5e-7
         else:
             np.testing.assert_array_equal(got, np.maximum(x, 0))
+        inplace = x.copy()
+        assert fn(inplace, out=inplace) is inplace  # the model runs them in place
+        np.testing.assert_array_equal(inplace, got)
 
 
 # --- LayerNorm and softmax -----------------------------------------------------------------------
@@ -92,6 +95,8 @@ def test_layer_norm_matches_torch_on_either_layout(axis):
     got = ops.layer_norm(x, weight, bias, eps=1e-12, axis=axis)
     np.testing.assert_array_equal(x, kept)
     np.testing.assert_allclose(np.moveaxis(got, axis, -1), want, atol=2e-5, rtol=0)
+    assert ops.layer_norm(x, weight, bias, eps=1e-12, axis=axis, out=x) is x  # the model runs it in place
+    np.testing.assert_array_equal(x, got)
 
 
 def test_layer_norm_of_a_constant_row_is_its_bias():
