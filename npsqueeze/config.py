@@ -128,6 +128,14 @@ def load_config(spec: str) -> tuple[str, Config]:
     return name, Config.from_file(path)
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """`path` as a Path, if it is a folder; else a one-line error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NpsqueezeError(f"no checkpoint folder at {path}")
+    return path
+
+
 def read_json(path: Path, kind: type = dict):
     """A JSON file holding a `kind` (list or dict), or None when the file does not exist."""
     if not path.is_file():

@@ -40,15 +40,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON Lines, one object per input")
 
 
+def read_stdin() -> str:
+    """All of stdin, decoded as UTF-8 whatever the locale: under the C locale Python would let bytes
+    that are not UTF-8 through as lone surrogates, and the tokenizer would fail on them."""
+    raw = getattr(sys.stdin, "buffer", None)  # None when a test swaps in a StringIO
+    try:
+        return raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
+    except UnicodeDecodeError as e:
+        raise NpsqueezeError(f"cannot read stdin: it is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_inputs(args, pairs_allowed: bool) -> list[tuple[str, str | None]]:
     """(text, pair) for every input, in order: the arguments ('-' = stdin lines), then --file."""
     inputs: list[tuple[str, str | None]] = []
     for text in args.texts:
         if text == "-":
-            try:
-                inputs += [(line, None) for line in lines(sys.stdin.read())]
-            except UnicodeDecodeError as e:
-                raise NpsqueezeError(f"cannot read stdin: {e}") from None
+            inputs += [(line, None) for line in lines(read_stdin())]
         elif not text.strip():
             raise NpsqueezeError(f"text {len(inputs) + 1} is empty")
         else:

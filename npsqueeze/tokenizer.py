@@ -17,7 +17,7 @@ from tokenizers import AddedToken, Encoding, decoders, normalizers, pre_tokenize
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordPiece
 
-from .config import WEIGHTS_DIR, NpsqueezeError, read_json
+from .config import WEIGHTS_DIR, NpsqueezeError, checkpoint_folder, read_json
 
 SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
            "mask_token": "[MASK]"}  # BERT's, unless tokenizer_config.json names others
@@ -53,9 +53,7 @@ class Tokenizer:
     def from_pretrained(cls, path: str | Path) -> "Tokenizer":
         """Load from a checkpoint folder: `tokenizer.json` if present, else `vocab.txt`, with the
         settings of `tokenizer_config.json` (lower-casing, accents, special tokens, length limit)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise NpsqueezeError(f"no checkpoint folder at {path}")
+        path = checkpoint_folder(path)
         settings = read_tokenizer_config(path / "tokenizer_config.json")
         special = {name: token_content(settings.get(name, token), name) for name, token in SPECIAL.items()}
         limit = settings.get("model_max_length")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -472,7 +473,7 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch
         (["embed", minilm_path(), "--file", tmp_path / "bad.jsonl"], 'bad.jsonl:2: expected an object .*"text"'),
         (["embed", minilm_path(), "--file", tmp_path / "broken.jsonl"], "broken.jsonl:1: not valid JSON"),
         (["embed", minilm_path(), "--file", tmp_path / "pairs.jsonl"], "embed takes single texts, not pairs"),
-        (["embed", tmp_path / "absent", "x"], "no config.json"),
+        (["embed", tmp_path / "absent", "x"], "no checkpoint folder at .*absent"),
         (["embed", minilm_path(), "x", "--batch-size", "0"], "batch_size must be a positive integer"),
         (["fill-mask", mlm, "no mask"], r"input 1 has no \[MASK\] token"),
         (["fill-mask", minilm_path(), "a [MASK]"], "fill-mask needs a model with a masked-LM head"),
@@ -507,3 +508,9 @@ def test_cli_end_to_end_in_a_subprocess(minilm_reference):
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert bad.stderr.splitlines() == ["npsqueeze fill-mask: error: fill-mask needs a model with a masked-LM head "
                                        "(a *ForMaskedLM checkpoint), but this one is a BertModel"]
+    for env in ({}, {"LC_ALL": "C", "PYTHONUTF8": "1"}):  # UTF-8 mode would pass b"\xe9" on as a surrogate
+        latin1 = subprocess.run(cmd + ["embed", str(minilm_path()), "-"], input=b"caf\xe9\n", capture_output=True,
+                                timeout=120, env={**os.environ, **env})
+        assert latin1.returncode == 2 and latin1.stdout == b""
+        assert latin1.stderr.decode().splitlines() == [
+            "npsqueeze embed: error: cannot read stdin: it is not UTF-8 text (invalid continuation byte at byte 3)"]
