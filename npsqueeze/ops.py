@@ -86,8 +86,8 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, 
     shape[axis] = -1  # broadcast the [C] gain and bias along the channel axis
     y = np.subtract(x, x.mean(axis, keepdims=True), out=out)
     # the variance, one value per position; einsum sums the squares with no temporary as big as x
-    var = np.einsum("nc...,nc...->n..." if axis == 1 else "...c,...c->...", y, y)  # [N, C, W] or [N, W, C] -> [N, W]
-    var = np.expand_dims(var, axis)  # [N, W] -> [N, 1, W] (axis 1) or [N, W, 1]
+    var = np.einsum("nc...,nc...->n..." if axis == 1 else "...c,...c->...", y, y)  # [N, C, W] -> [N, W]; [..., C] -> [...]
+    var = np.expand_dims(var, axis)  # [N, W] -> [N, 1, W]; [...] -> [..., 1]
     var *= np.float32(1 / y.shape[axis])
     var += np.float32(eps)
     y *= 1 / np.sqrt(var)  # the rest works in place on y: each extra array would be one more pass
@@ -129,7 +129,7 @@ def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.divide(p, q, out=q)
 
 
-BLOCK = 32_768  # elements: 128 KB, so GELU's block of x, of y and erf's two temporaries fill a 512 KB L2 cache
+BLOCK = 32_768  # elements: 128 KB, so GELU's blocks of x, of Phi(x) and erf's two temporaries fill a 512 KB L2 cache
 
 
 def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -143,7 +143,7 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     per-call overhead more often (16K elements: 2.8 ms).
     """
     y = np.empty_like(x, dtype=np.float32) if out is None else out
-    t = np.empty(min(BLOCK, x.size), np.float32)
+    t = np.empty(min(BLOCK, x.size), np.float32)  # Phi(x), one block at a time
     for xb, yb in zip(blocks(x), blocks(y)):
         tb = t[:xb.size]
         np.multiply(xb, np.float32(1 / math.sqrt(2)), out=tb)
