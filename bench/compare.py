@@ -8,7 +8,8 @@ exports it for ONNX Runtime. Each workload (batch 1 and 8, sequence 128) times t
 -- npsqueeze, torch, onnxruntime, npsqueeze, ... -- so load from elsewhere on the machine slows them
 alike and the ratios hold. Before each timed call a pause lets the previous engine's worker threads
 go idle, and an untimed call wakes the engine's own (see npsqueeze.bench.timings). Every engine gets
-the same thread count. Then `npsqueeze convert` and `npsqueeze bench` (a fresh process) give the
+the same thread count, and glibc's malloc keeps freed memory for all of them, as npsqueeze's
+commands set it (npsqueeze.cli.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench` (a fresh process) give the
 load time of converted weights and the peak memory. "torch" is transformers' PyTorch model run
 eagerly (BERT with its default SDPA attention).
 
@@ -55,6 +56,7 @@ import transformers  # noqa: E402
 import npsqueeze  # noqa: E402
 from npsqueeze import flops  # noqa: E402
 from npsqueeze.bench import environment, timings  # noqa: E402
+from npsqueeze.cli import keep_freed_memory  # noqa: E402
 from npsqueeze.config import WEIGHTS_DIR, Config  # noqa: E402
 
 try:
@@ -190,7 +192,8 @@ def to_markdown(r: dict) -> str:
     lines = [f"npsqueeze {npsqueeze.__version__}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
              f"transformers {env['transformers']}, onnxruntime {env['onnxruntime'] or 'not installed'}; "
              f"{env['threads']} threads for every engine, {env['cpus']} CPUs; median and min of "
-             f"{r['repeat']} interleaved runs, each after a {r['pause_s']} s pause and {r['settle']} untimed run.", "",
+             f"{r['repeat']} interleaved runs, each after a {r['pause_s']} s pause and {r['settle']} untimed run; "
+             "glibc's malloc keeps freed memory (npsqueeze.cli.keep_freed_memory) for every engine.", "",
              "| model | batch | seq | engine | median ms | min ms | seq/s | effective GFLOP/s |",
              "|---|--:|--:|---|--:|--:|--:|--:|"]
     for x in r["results"]:
@@ -230,6 +233,7 @@ def plot(r: dict, path: Path) -> None:
 
 
 def main() -> None:
+    keep_freed_memory()  # as npsqueeze's commands do; for the whole process, so every engine alike
     r = measure()
     r["targets"] = targets(r)
     out = Path(args.out)

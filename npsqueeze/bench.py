@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from . import flops
+from .cli import keep_freed_memory
 from .config import Config, NpsqueezeError, load_config
 from .model import from_pretrained
 from .weights import CONVERTED, WEIGHT_FILES
@@ -191,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # the child process of run_child: a job as JSON on stdin, the result on stdout
+    keep_freed_memory()  # as the commands do
     try:
         print(json.dumps(measure(**json.load(sys.stdin))))
     except (NpsqueezeError, OSError) as e:

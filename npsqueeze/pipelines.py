@@ -6,7 +6,8 @@
 Tasks: "fill-mask", "text-classification", "token-classification", "question-answering" and
 "sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length so that each batch
 holds texts of similar length (little padding to compute on), runs the batches, and returns one
-result per input in input order. Texts longer than the model's limit are truncated, with a warning.
+result per input in input order. Texts longer than the model's limit are truncated, with a warning;
+question answering instead reads a long context in overlapping windows.
 """
 
 from __future__ import annotations
@@ -71,15 +72,19 @@ class Pipeline:
             warnings.warn(f"{len(truncated)} of {len(texts)} inputs are longer than the model's limit of "
                           f"{self.max_length} tokens and were truncated (input{'s' * (len(truncated) > 1)} "
                           f"{shown})", stacklevel=3)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        return encodings, self.batches(fn, encodings)
+
+    def batches(self, fn: Callable, encodings: list[Encoding]) -> list:
+        """`fn(batch)` over length-sorted batches of the encodings: fn's rows, in the encodings' order."""
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         starts = range(0, len(order), self.batch_size)
-        results: list = [None] * len(texts)
+        results: list = [None] * len(encodings)
         for start in tqdm(starts, desc=self.task, unit="batch", leave=False,
                           disable=not self.progress or len(starts) < 2):
             rows = order[start:start + self.batch_size]
             for i, result in zip(rows, fn(self.tokenizer.pad([encodings[i] for i in rows]))):
                 results[i] = result
-        return encodings, results
+        return results
 
     def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The base model's last hidden state [N, W, C], without running the head."""
@@ -248,29 +253,57 @@ class QuestionAnswering(Pipeline):
 
     The model scores each context token as the answer's start and end (start/end logits, softmaxed
     over the context); a span (s, e) scores p_start[s] * p_end[e], for s <= e < s + max_answer_len.
-    The question comes first, the context second; a context past the model's limit is truncated.
+    The question comes first, the context second. A context too long for the model is read in
+    windows, as transformers' pipeline does: each window holds the question and the next stretch of
+    the context, overlapping the one before by `doc_stride` tokens; spans from every window compete
+    on their scores, and a span two windows both hold counts once, with its better score.
     """
 
     task, head = "question-answering", "qa"
     truncation = "only_second"
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
-                 max_answer_len: int = 15):
+                 max_answer_len: int = 15, doc_stride: int | None = None):
         """{"score", "start", "end", "answer"} (character offsets into the context) for each pair;
-        a list of the `top_k` best when top_k > 1."""
+        a list of the `top_k` best when top_k > 1. `doc_stride`: the tokens that consecutive windows
+        of a long context share (default: half the model's limit, at most 128, as in transformers)."""
         questions, single = as_texts(question)
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
             raise NpsqueezeError("question answering needs a context for every question")
         check_positive("top_k", top_k)
         check_positive("max_answer_len", max_answer_len)
-        encodings, logits = self.run(self.start_end, questions, contexts)
+        stride = min(self.max_length // 2, 128) if doc_stride is None else doc_stride
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
+            raise NpsqueezeError(f"doc_stride must be a non-negative integer, got {doc_stride!r}")
+        self.check_room(questions, stride)
+        encodings = self.tokenizer.encode(questions, contexts, self.max_length, self.truncation, stride)
+        windows = [(i, w) for i, e in enumerate(encodings) for w in (e, *e.overflowing)]
+        logits = self.batches(self.start_end, [w for _, w in windows])
+        best: list[dict] = [{} for _ in questions]  # per input: (start, end) -> its best span
+        for (i, w), (start_logits, end_logits) in zip(windows, logits):
+            for span in self.spans(w, start_logits[:len(w.ids)], end_logits[:len(w.ids)], top_k, max_answer_len):
+                key = span["start"], span["end"]
+                if key not in best[i] or span["score"] > best[i][key]["score"]:
+                    best[i][key] = span
         results = []
-        for e, (start_logits, end_logits), c in zip(encodings, logits, contexts):
-            spans = self.spans(e, start_logits[:len(e.ids)], end_logits[:len(e.ids)], top_k, max_answer_len)
+        for spans, c in zip(best, contexts):
+            spans = sorted(spans.values(), key=lambda span: -span["score"])[:top_k]
             spans = [dict(span, answer=c[span["start"]:span["end"]]) for span in spans]
             results.append(spans[0] if top_k == 1 else spans)
         return results[0] if single else results
+
+    def check_room(self, questions: list[str], stride: int) -> None:
+        """Each window must hold the question, the special tokens and more than `stride` context tokens."""
+        special = self.tokenizer.num_special_tokens[True]
+        for i, e in enumerate(self.tokenizer.encode(questions)):
+            n = sum(s == 0 for s in e.sequence_ids)  # the question's tokens
+            room = self.max_length - special - n
+            if room <= stride:
+                raise NpsqueezeError(
+                    f"question {i + 1} takes {n} of the model's {self.max_length} tokens, leaving {max(room, 0)} "
+                    f"for each window of the context: " + ("shorten the question" if room <= 0 else
+                                                           f"doc_stride ({stride}) must be smaller than that"))
 
     def start_end(self, batch) -> np.ndarray:
         out = self.forward(batch)
@@ -280,7 +313,7 @@ class QuestionAnswering(Pipeline):
     def spans(e: Encoding, start_logits, end_logits, top_k: int, max_answer_len: int) -> list[dict]:
         context = np.array([s == 1 and not special for s, special in zip(e.sequence_ids, e.special_tokens_mask)])
         if not context.any():
-            raise NpsqueezeError("the question leaves no room for the context within the model's limit")
+            raise NpsqueezeError("a context has no tokens: there is nothing to answer from")
         p_start = softmax(np.where(context, start_logits, -np.inf))  # [W]: only context tokens can answer
         p_end = softmax(np.where(context, end_logits, -np.inf))
         scores = np.outer(p_start, p_end)  # [W] x [W] -> [W, W], span (start, end)

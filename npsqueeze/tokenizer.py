@@ -78,11 +78,12 @@ class Tokenizer:
     # --- text -> ids ---------------------------------------------------------------------------
 
     def encode(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
-               max_length: int | None = None, truncation: bool | str = False) -> list[Encoding]:
+               max_length: int | None = None, truncation: bool | str = False, stride: int = 0) -> list[Encoding]:
         """Tokenize without padding: one `tokenizers.Encoding` per text (ids, type ids, offsets, ...).
 
-        An Encoding whose `overflowing` is non-empty was truncated. In a list of pairs, a `None`
-        pair encodes that text alone.
+        An Encoding whose `overflowing` is non-empty was truncated: `overflowing` holds the rest, cut
+        into further encodings, each repeating the last `stride` tokens of the one before. In a list
+        of pairs, a `None` pair encodes that text alone.
         """
         texts, pairs = as_batch(text, text_pair)
         if not isinstance(truncation, (bool, str)) or truncation not in TRUNCATION:
@@ -91,7 +92,7 @@ class Tokenizer:
             self.backend.no_truncation()
         else:
             max_length = self.check_max_length(max_length, pairs is not None)
-            self.backend.enable_truncation(max_length, strategy=TRUNCATION[truncation])
+            self.backend.enable_truncation(max_length, stride=stride, strategy=TRUNCATION[truncation])
         inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
         try:
             return self.backend.encode_batch(inputs)

@@ -4,6 +4,10 @@ assertions: speed is for the benchmark itself (bench/compare.py), never for a un
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +88,32 @@ def test_timings_take_turns_after_warming_up():
     times = bench.timings(fns, repeat=2, pause=0.01, settle=2)  # two untimed calls before each timed one
     assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert [len(t) for t in times.values()] == [2, 2]
+
+
+CHURN = """
+import resource, sys, numpy as np
+from npsqueeze.cli import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+def churn():  # like a block of the model: a few arrays of a few MB, freed together
+    arrays = [np.ones(2**19, np.float32) for _ in range(4)]  # 4 x 2 MB
+for _ in range(3):
+    churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    churn()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the limits are glibc malloc's")
+@pytest.mark.parametrize("call, user_env, faults", [
+    ("default", {}, True),  # glibc gives the memory back: ~2,000 page faults per 8 MB round
+    ("keep", {}, False),
+    ("keep", {"MALLOC_TRIM_THRESHOLD_": "131072"}, True),  # the user's own setting wins
+])
+def test_keep_freed_memory_stops_page_faults(call, user_env, faults):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | user_env
+    out = subprocess.run([sys.executable, "-c", CHURN, call], env=env, capture_output=True, text=True, check=True)
+    n = int(out.stdout)
+    assert n > 10_000 if faults else n < 100, n

@@ -206,33 +206,60 @@ CONTEXTS = ["The man lives in a small house in Zürich, near the lake, with thre
             "北京 is the capital of China. 👍"]
 
 
-@pytest.mark.parametrize("max_answer_len", [1, 2, 6])
-def test_question_answering_matches_spans_from_transformers_logits(checkpoint, max_answer_len):
+def expected_spans(ref, hf, question, context, k, max_answer_len, stride):
+    """transformers' tokenizer cuts the context into windows; transformers' model scores each; the
+    k best spans over all windows, each (start, end) in characters once, with its best score."""
+    enc = hf(question, context, truncation="only_second", max_length=64, stride=stride,
+             return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping").tolist()
+    enc.pop("overflow_to_sample_mapping")
+    with torch.no_grad():
+        out = ref(**enc)
+    best = {}
+    for w in range(len(offsets)):
+        context_mask = np.array([s == 1 for s in enc.sequence_ids(w)])
+        for score, s, e in best_spans_brute_force(out.start_logits[w].numpy(), out.end_logits[w].numpy(),
+                                                  context_mask, k, max_answer_len):
+            key = offsets[w][s][0], offsets[w][e][1]
+            best[key] = max(best.get(key, 0), score)
+    return len(offsets), sorted(best.items(), key=lambda item: -item[1])[:k]
+
+
+@pytest.mark.parametrize("max_answer_len, doc_stride", [(1, None), (2, 8), (6, None), (6, 0)])
+def test_question_answering_matches_spans_from_transformers_logits(checkpoint, max_answer_len, doc_stride):
     folder, ref = checkpoint("squeezebert", "qa", seed=4)
     qa = npsqueeze.pipeline("question-answering", folder, batch_size=2)
-    with pytest.warns(UserWarning, match="1 of 3 inputs"):
-        results = qa(QUESTIONS, CONTEXTS, top_k=3, max_answer_len=max_answer_len)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a long context is read in windows, not truncated
+        results = qa(QUESTIONS, CONTEXTS, top_k=3, max_answer_len=max_answer_len, doc_stride=doc_stride)
     hf = hf_tokenizer(folder)
+    stride = 32 if doc_stride is None else doc_stride  # default: half the model's 64 tokens
+    n_windows = []
     for q, c, ours in zip(QUESTIONS, CONTEXTS, results):
-        enc = hf(q, c, truncation="only_second", max_length=64, return_offsets_mapping=True,
-                 return_tensors="pt")
-        offsets = enc.pop("offset_mapping")[0].tolist()
-        context_mask = np.array([s == 1 for s in enc.sequence_ids(0)])
-        with torch.no_grad():
-            out = ref(**enc)
-        expected = best_spans_brute_force(out.start_logits[0].numpy(), out.end_logits[0].numpy(), context_mask, 3,
-                                          max_answer_len)
-        assert len(ours) == 3
-        for o, (score, s, e) in zip(ours, expected):
-            assert (o["start"], o["end"]) == (offsets[s][0], offsets[e][1])
-            assert o["answer"] == c[o["start"]:o["end"]] and o["answer"]
-            np.testing.assert_allclose(o["score"], score, rtol=1e-4)
+        n, expected = expected_spans(ref, hf, q, c, 3, max_answer_len, stride)
+        n_windows.append(n)
+        assert [(o["start"], o["end"]) for o in ours] == [key for key, _ in expected]
+        np.testing.assert_allclose([o["score"] for o in ours], [score for _, score in expected], rtol=1e-4)
+        assert all(o["answer"] == c[o["start"]:o["end"]] and o["answer"] for o in ours)
+    assert n_windows[0] == n_windows[2] == 1 and n_windows[1] > 2  # the long context took several windows
     assert_close_records([qa(QUESTIONS[0], CONTEXTS[0], max_answer_len=max_answer_len)], results[0][:1],
                          ("start", "end", "answer"))
-    with pytest.raises(NpsqueezeError, match="needs a context for every question"):
-        qa(QUESTIONS, [CONTEXTS[0], None, CONTEXTS[2]])
-    with pytest.raises(NpsqueezeError, match="cannot tokenize"):  # the question alone fills the model
-        qa("why " * 100, CONTEXTS[0])
+
+
+@pytest.mark.parametrize("args, doc_stride, message", [
+    ((QUESTIONS, [CONTEXTS[0], None, CONTEXTS[2]]), None, "needs a context for every question"),
+    (("why " * 100, CONTEXTS[0]), None, r"question 1 takes 100 of the model's 64 tokens, leaving 0 .*shorten the question"),
+    ((QUESTIONS, CONTEXTS), 55, r"question 1 takes 6 of the model's 64 tokens, leaving 55 .*doc_stride \(55\) must be smaller"),
+    ((QUESTIONS[0], " "), None, "a context has no tokens"),
+    ((QUESTIONS[0], CONTEXTS[0]), -1, "doc_stride must be a non-negative integer, got -1"),
+    ((QUESTIONS[0], CONTEXTS[0]), 2.5, "doc_stride must be a non-negative integer, got 2.5"),
+    ((QUESTIONS[0], CONTEXTS[0]), True, "doc_stride must be a non-negative integer, got True"),
+])
+def test_question_answering_bad_input_is_one_line(checkpoint, args, doc_stride, message):
+    folder, _ = checkpoint("squeezebert", "qa", seed=4)
+    qa = npsqueeze.pipeline("question-answering", folder)
+    with pytest.raises(NpsqueezeError, match=message):
+        qa(*args, doc_stride=doc_stride)
 
 
 # --- sentence embeddings: the real all-MiniLM-L6-v2 ---------------------------------------------
