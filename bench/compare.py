@@ -9,9 +9,9 @@ exports it for ONNX Runtime. Each workload (batch 1 and 8, sequence 128) times t
 alike and the ratios hold. Before each timed call a pause lets the previous engine's worker threads
 go idle, and an untimed call wakes the engine's own (see npsqueeze.bench.timings). Every engine gets
 the same thread count, and glibc's malloc keeps freed memory for all of them, as npsqueeze's
-commands set it (npsqueeze.cli.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench` (a fresh process) give the
-load time of converted weights and the peak memory. "torch" is transformers' PyTorch model run
-eagerly (BERT with its default SDPA attention).
+commands set it (npsqueeze.cli.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench`
+(a fresh process) give the load time of converted weights and the peak memory. "torch" is
+transformers' PyTorch model run eagerly (BERT with its default SDPA attention).
 
 Writes results.md (the table and issue 8's targets, met or not), results.json and latency.png to --out.
 Bench-only dependencies: torch and transformers (the `test` extra), onnxruntime and onnx (optional).
