@@ -294,7 +294,9 @@ class QuestionAnswering(Pipeline):
         return results[0] if single else results
 
     def check_room(self, questions: list[str], stride: int) -> None:
-        """Each window must hold the question, the special tokens and more than `stride` context tokens."""
+        """Each window must hold the question, the special tokens and more than `stride` context tokens.
+        Checked on the questions alone, before the pairs are encoded: there, tokenizers would abort
+        with a Rust panic and a backtrace."""
         special = self.tokenizer.num_special_tokens[True]
         for i, e in enumerate(self.tokenizer.encode(questions)):
             n = sum(s == 0 for s in e.sequence_ids)  # the question's tokens
