@@ -254,9 +254,10 @@ class QuestionAnswering(Pipeline):
     The model scores each context token as the answer's start and end (start/end logits, softmaxed
     over the context); a span (s, e) scores p_start[s] * p_end[e], for s <= e < s + max_answer_len.
     The question comes first, the context second. A context too long for the model is read in
-    windows, as transformers' pipeline does: each window holds the question and the next stretch of
-    the context, overlapping the one before by `doc_stride` tokens; spans from every window compete
-    on their scores, and a span two windows both hold counts once, with its better score.
+    windows, as transformers 4's question-answering pipeline did: each window holds the question
+    and the next stretch of the context, overlapping the one before by `doc_stride` tokens; spans
+    from every window compete on their scores, and a span two windows both hold counts once, with
+    its better score.
     """
 
     task, head = "question-answering", "qa"
@@ -266,7 +267,7 @@ class QuestionAnswering(Pipeline):
                  max_answer_len: int = 15, doc_stride: int | None = None):
         """{"score", "start", "end", "answer"} (character offsets into the context) for each pair;
         a list of the `top_k` best when top_k > 1. `doc_stride`: the tokens that consecutive windows
-        of a long context share (default: half the model's limit, at most 128, as in transformers)."""
+        of a long context share (default: half the model's limit, at most 128, as in transformers 4)."""
         questions, single = as_texts(question)
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
