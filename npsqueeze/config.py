@@ -91,7 +91,7 @@ class Config:
         ints = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "type_vocab_size", *GROUP_ROLES]
         for f in ints:
-            check_positive(f"config: {f}", getattr(self, f))
+            check_count(f"config: {f}", getattr(self, f))
         if self.hidden_size % self.num_attention_heads:
             raise NpsqueezeError(f"config: hidden_size {self.hidden_size} is not a multiple of "
                                  f"num_attention_heads {self.num_attention_heads}")
@@ -110,10 +110,11 @@ class Config:
                 ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]
 
 
-def check_positive(name: str, v) -> None:
-    """Raise NpsqueezeError unless `v` is an int >= 1 (a bool is not a count)."""
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise NpsqueezeError(f"{name} must be a positive integer, got {v!r}")
+def check_count(name: str, v, least: int = 1) -> None:
+    """Raise NpsqueezeError unless `v` is an int >= `least`, 1 or 0 (a bool is not a count)."""
+    if not isinstance(v, int) or isinstance(v, bool) or v < least:
+        kind = "positive" if least == 1 else "non-negative"
+        raise NpsqueezeError(f"{name} must be a {kind} integer, got {v!r}")
 
 
 def load_config(spec: str) -> tuple[str, Config]:

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Encoding
 from tqdm import tqdm
 
-from .config import NpsqueezeError, check_positive, read_json
+from .config import NpsqueezeError, check_count, read_json
 from .model import SqueezeBertModel, check_inputs, from_pretrained, mlm_head, transformer
 from .ops import softmax
 from .tokenizer import Tokenizer, as_batch
@@ -48,7 +48,7 @@ class Pipeline:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
-        check_positive("batch_size", batch_size)
+        check_count("batch_size", batch_size)
         limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
         self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
         self.max_length = min(n for n in limits if n is not None)
@@ -121,7 +121,7 @@ class FillMask(Pipeline):
         mask = self.tokenizer.mask_token
         if self.tokenizer.mask_token_id is None:
             raise NpsqueezeError(f"the tokenizer has no mask token {mask!r} in its vocabulary")
-        check_positive("top_k", top_k)
+        check_count("top_k", top_k)
         for i, t in enumerate(texts):
             if mask not in t:
                 raise NpsqueezeError(f"input {i + 1} has no {mask} token to fill: {t[:60]!r}")
@@ -272,11 +272,10 @@ class QuestionAnswering(Pipeline):
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
             raise NpsqueezeError("question answering needs a context for every question")
-        check_positive("top_k", top_k)
-        check_positive("max_answer_len", max_answer_len)
+        check_count("top_k", top_k)
+        check_count("max_answer_len", max_answer_len)
         stride = min(self.max_length // 2, 128) if doc_stride is None else doc_stride
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
-            raise NpsqueezeError(f"doc_stride must be a non-negative integer, got {doc_stride!r}")
+        check_count("doc_stride", stride, least=0)
         self.check_room(questions, stride)
         encodings = self.tokenizer.encode(questions, contexts, self.max_length, self.truncation, stride)
         windows = [(i, w) for i, e in enumerate(encodings) for w in (e, *e.overflowing)]
