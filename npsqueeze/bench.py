@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import numpy as np
 
-from . import flops
+from . import flops, ops
 from .cli import keep_freed_memory
 from .config import Config, NpsqueezeError, load_config
 from .model import from_pretrained
@@ -57,6 +58,29 @@ def timings(fns: dict[str, Callable[[], object]], repeat: int, pause: float = 0.
             fn()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
+    """A function that runs the matrix products of one `forward()` and nothing else: the same
+    `ops.matmul` calls on the same operands, in the same order.
+
+    Its time is a floor for this engine, and for any NumPy forward pass that computes the same
+    products with np.matmul: elementwise work, Python and copies are gone, only BLAS's work is left.
+    The operands stay referenced, so keep it away from peak-memory measurements.
+    """
+    calls, matmul = [], ops.matmul
+
+    def record(a, b, tag):
+        calls.append((a, b, tag))
+        return matmul(a, b, tag)
+
+    with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
+        forward()
+
+    def replay() -> None:
+        for a, b, tag in calls:
+            ops.matmul(a, b, tag)
+    return replay
 
 
 def peak_rss() -> int | None:

@@ -9,9 +9,10 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from npsqueeze import bench, flops
+from npsqueeze import bench, flops, ops
 from npsqueeze.cli import main
 from npsqueeze.config import Config
 from checkpoints import SMALL, build
@@ -63,6 +64,29 @@ def test_bench_loads_a_checkpoint_and_prints_a_table(tmp_path, capsys):
     assert m["head"] == "mlm" and m["load_s"] > 0
     cfg = Config.from_file(tmp_path / "ckpt")
     assert m["gflops"] * 1e9 == pytest.approx(sum(flops.analytic_flops(cfg, 16, 1, "mlm").values()))
+
+
+def test_matrix_products_replay_exactly_the_forward_passes_products():
+    """The floor bench/compare.py reports: every matmul of the forward pass, the same operands, nothing else."""
+    cfg = Config.from_dict({"model_type": "squeezebert", **SMALL})
+    rng = np.random.default_rng(0)
+    model = flops.engine_model(cfg, "mlm", lambda shape: rng.standard_normal(shape, np.float32))
+    ids = rng.integers(0, cfg.vocab_size, (3, 16))
+    with ops.count_flops() as forward:
+        replay = bench.matrix_products(lambda: model(ids))
+    with ops.count_flops() as replayed:
+        replay()
+    assert replayed == forward == {t: n for t, n in flops.analytic_flops(cfg, 16, 3, "mlm").items() if n}
+    products = {"forward": [], "replay": []}  # the same products, so no operand changed after its matmul
+    for run, fn in (("forward", lambda: model(ids)), ("replay", replay)):
+        def keep(a, b, tag, run=run):
+            products[run].append(np.matmul(a, b))
+            return products[run][-1].copy()  # the forward adds biases in place to what matmul returns
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(ops, "matmul", keep)
+            fn()
+    assert len(products["replay"]) == len(products["forward"]) > 0
+    assert all(np.array_equal(x, y) for x, y in zip(products["forward"], products["replay"]))
 
 
 @pytest.mark.parametrize("argv, message", [
