@@ -67,7 +67,7 @@ class Config:
         elif d.get("embedding_size", d.get("hidden_size")) != d.get("hidden_size", 768):
             raise NpsqueezeError("embedding_size != hidden_size is not supported (nor by transformers)")
         kw["architectures"] = tuple(d.get("architectures") or ())
-        kw["id2label"] = {int(k): v for k, v in (d.get("id2label") or {}).items()}
+        kw["id2label"] = labels(d)
         if kw.get("pad_token_id") is None:
             kw.pop("pad_token_id", None)
         try:
@@ -108,6 +108,21 @@ class Config:
         C, I = self.hidden_size, self.intermediate_size
         return [("q_groups", C, C), ("k_groups", C, C), ("v_groups", C, C),
                 ("post_attention_groups", C, C), ("intermediate_groups", C, I), ("output_groups", I, C)]
+
+
+def labels(d: dict) -> dict[int, str]:
+    """A config's id2label, read as transformers reads it: a `num_labels` without an id2label of that
+    length (hand-written configs have it) names the labels LABEL_0, LABEL_1, ..."""
+    try:
+        id2label = {int(k): str(v) for k, v in (d.get("id2label") or {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise NpsqueezeError("config: id2label must map label ids (integers) to names") from None
+    n = d.get("num_labels")
+    if n is not None:
+        check_count("config: num_labels", n)
+        if len(id2label) != n:
+            id2label = {i: f"LABEL_{i}" for i in range(n)}
+    return id2label
 
 
 def check_count(name: str, v, least: int = 1) -> None:

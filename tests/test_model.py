@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from safetensors.numpy import load_file, save_file
 
 import npsqueeze
 from npsqueeze import NpsqueezeError
-from checkpoints import EXPECTED, HEADS, TOL, assert_parity, build, inputs, minilm_path, randomize, reference
+from checkpoints import EXPECTED, HEADS, SMALL, TOL, assert_parity, build, inputs, minilm_path, randomize, reference
 
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
 @pytest.mark.parametrize("head", list(HEADS))
@@ -240,6 +241,26 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path, small):
     (garbage / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(NpsqueezeError, match="model.safetensors"):
         npsqueeze.from_pretrained(garbage)
+
+
+def test_num_labels_without_id2label(tmp_path):
+    """A hand-written config may give only num_labels; transformers then names the labels LABEL_i."""
+    build(tmp_path, "squeezebert", "sequence", num_labels=3)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for key in ("id2label", "label2id"):
+        cfg.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "num_labels": 3}))
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    ours = npsqueeze.from_pretrained(tmp_path)
+    assert ours.config.id2label == theirs.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    ids, mask, types = inputs((2, 12), SMALL["vocab_size"])
+    assert_parity(ours(ids, mask, types), reference(theirs, ids, mask, types), ("logits",))
+    for bad, message in [({"num_labels": 0}, "num_labels must be a positive integer, got 0"),
+                         ({"id2label": {"first": "a"}}, "id2label must map label ids"),
+                         ({"id2label": ["a", "b"]}, "id2label must map label ids")]:
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, **bad}))
+        with pytest.raises(NpsqueezeError, match=message):
+            npsqueeze.from_pretrained(tmp_path)
 
 
 def test_command_line_help():
