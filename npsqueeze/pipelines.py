@@ -139,6 +139,10 @@ class FillMask(Pipeline):
         # Only the masked positions go through the vocabulary projection, the costly part of the head.
         probs = softmax(mlm_head(h[n, w], self.model.params["cls"], self.model.config))  # [M, C] -> [M, V]
         best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]  # [M, V] -> [M, top_k]
+        # The tokenizers library's decode, not Tokenizer.decode, which refuses unknown ids: a model may
+        # have more embedding rows than its vocabulary has tokens (padded to a multiple of 8), and
+        # such a row decodes to "", as in transformers.
+        decode = self.tokenizer.backend.decode
         results = []
         for row in range(len(ids)):
             masks = np.flatnonzero(n == row)
@@ -151,9 +155,9 @@ class FillMask(Pipeline):
                     filled = filled[filled != self.tokenizer.pad_token_id]
                     candidates.append({
                         "score": float(probs[m, token]), "token": token,
-                        "token_str": self.tokenizer.decode([token]),
+                        "token_str": decode([token]),
                         # with several masks the other [MASK]s stay visible, as in transformers
-                        "sequence": self.tokenizer.decode(filled, skip_special_tokens=len(masks) == 1)})
+                        "sequence": decode(filled.tolist(), skip_special_tokens=len(masks) == 1)})
                 per_mask.append(candidates)
             results.append(per_mask[0] if len(per_mask) == 1 else per_mask)
         return results

@@ -88,6 +88,19 @@ def test_fill_mask_matches_transformers_pipeline(checkpoint, family):
     assert_close_records(fill(FILL[0], top_k=3), results[0][:3], ("token", "sequence"))  # one text: one result
 
 
+def test_fill_mask_with_embedding_rows_past_the_vocabulary(checkpoint):
+    """Embedding matrices padded past the vocabulary (30528 rows for 30522 tokens): a padding row that
+    wins decodes to "", as in transformers."""
+    folder, ref = checkpoint("squeezebert", "mlm", seed=1, vocab_size=30528)
+    with torch.no_grad():
+        ref.cls.predictions.bias[30522:] += 20  # the padding rows win
+    ref.save_pretrained(folder)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder))
+    ours = npsqueeze.pipeline("fill-mask", folder)(FILL[0], top_k=8)
+    assert {c["token"] for c in ours[:6]} == set(range(30522, 30528))
+    assert_close_records(ours, theirs(FILL[0], top_k=8), ("token", "token_str", "sequence"))
+
+
 def test_fill_mask_bad_input(checkpoint):
     folder, _ = checkpoint("squeezebert", "mlm", seed=1)
     fill = npsqueeze.FillMask.from_pretrained(folder)
