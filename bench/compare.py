@@ -7,12 +7,12 @@ transformers builds each base model and saves it, npsqueeze loads that checkpoin
 exports it for ONNX Runtime. Each workload (batch 1 and 8, sequence 128) times the engines in turns
 -- npsqueeze, torch, onnxruntime, npsqueeze, ... -- so load from elsewhere on the machine slows them
 alike and the ratios hold. Before each timed call a pause lets the previous engine's worker threads
-go idle, and an untimed call wakes the engine's own (see npsqueeze.bench.timings). Every engine gets
+go idle, and an untimed call wakes the engine's own (see npsqueeze.tools.measure.timings). Every engine gets
 the same thread count, and glibc's malloc keeps freed memory for all of them, as npsqueeze's
-commands set it (npsqueeze.cli.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench`
+commands set it (npsqueeze.tools.measure.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench`
 (a fresh process) give the load time of converted weights and the peak memory. "torch" is
 transformers' PyTorch model run eagerly (BERT with its default SDPA attention). "npsqueeze matmuls
-only" replays just the np.matmul calls of npsqueeze's forward pass (npsqueeze.bench.matrix_products):
+only" replays just the np.matmul calls of npsqueeze's forward pass (npsqueeze.tools.measure.matrix_products):
 the time no NumPy forward pass that multiplies its matrices with np.matmul can go below here.
 
 Writes results.md (the table and issue 8's targets, met or not), results.json and latency.png to --out.
@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # npsqueeze.bench's: it imports NumPy
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # npsqueeze.tools.measure's: it imports NumPy
 PAUSE, SETTLE = 0.15, 1  # before each timed call: seconds of rest, untimed calls (see timings)
 
 
@@ -56,9 +56,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import npsqueeze  # noqa: E402
-from npsqueeze import flops  # noqa: E402
-from npsqueeze.bench import environment, matrix_products, timings  # noqa: E402
-from npsqueeze.cli import keep_freed_memory  # noqa: E402
+from npsqueeze.tools import flops  # noqa: E402
+from npsqueeze.tools.measure import environment, keep_freed_memory, matrix_products, timings  # noqa: E402
 from npsqueeze.config import WEIGHTS_DIR, Config  # noqa: E402
 
 try:
@@ -200,7 +199,7 @@ def to_markdown(r: dict) -> str:
              f"transformers {env['transformers']}, onnxruntime {env['onnxruntime'] or 'not installed'}; "
              f"{env['threads']} threads for every engine, {env['cpus']} CPUs; median and min of "
              f"{r['repeat']} interleaved runs, each after a {r['pause_s']} s pause and {r['settle']} untimed run; "
-             "glibc's malloc keeps freed memory (npsqueeze.cli.keep_freed_memory) for every engine.", "",
+             "glibc's malloc keeps freed memory (npsqueeze.tools.measure.keep_freed_memory) for every engine.", "",
              "| model | batch | seq | engine | median ms | min ms | seq/s | effective GFLOP/s |",
              "|---|--:|--:|---|--:|--:|--:|--:|"]
     for x in r["results"]:

@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from npsqueeze import bench, flops, ops
-from npsqueeze.cli import main
+from npsqueeze import ops
+from npsqueeze.tools import flops, measure
+from npsqueeze.tools.cli import main
 from npsqueeze.config import Config
 from checkpoints import SMALL, build
 
@@ -73,7 +74,7 @@ def test_matrix_products_replay_exactly_the_forward_passes_products():
     model = flops.engine_model(cfg, "mlm", lambda shape: rng.standard_normal(shape, np.float32))
     ids = rng.integers(0, cfg.vocab_size, (3, 16))
     with ops.count_flops() as forward:
-        replay = bench.matrix_products(lambda: model(ids))
+        replay = measure.matrix_products(lambda: model(ids))
     with ops.count_flops() as replayed:
         replay()
     assert replayed == forward == {t: n for t, n in flops.analytic_flops(cfg, 16, 3, "mlm").items() if n}
@@ -105,18 +106,18 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
 def test_timings_take_turns_after_warming_up():
     calls = []
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    times = bench.timings(fns, repeat=3)
-    assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a", "b"] * 3
+    times = measure.timings(fns, repeat=3)
+    assert calls == ["a"] * measure.WARMUP + ["b"] * measure.WARMUP + ["a", "b"] * 3
     assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)
     calls.clear()
-    times = bench.timings(fns, repeat=2, pause=0.01, settle=2)  # two untimed calls before each timed one
-    assert calls == ["a"] * bench.WARMUP + ["b"] * bench.WARMUP + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    times = measure.timings(fns, repeat=2, pause=0.01, settle=2)  # two untimed calls before each timed one
+    assert calls == ["a"] * measure.WARMUP + ["b"] * measure.WARMUP + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert [len(t) for t in times.values()] == [2, 2]
 
 
 CHURN = """
 import resource, sys, numpy as np
-from npsqueeze.cli import keep_freed_memory
+from npsqueeze.tools.measure import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 def churn():  # like a block of the model: a few arrays of a few MB, freed together

@@ -21,8 +21,9 @@ import torch
 from safetensors.numpy import save_file
 
 import npsqueeze
-from npsqueeze import NpsqueezeError, cli
-from npsqueeze.convert import convert
+from npsqueeze import NpsqueezeError
+from npsqueeze.tools import cli
+from npsqueeze.tools.convert import convert
 from npsqueeze.weights import CONVERTED, safetensors_file, weight_map
 from checkpoints import EXPECTED, HEADS, assert_parity, build, inputs, minilm_path, reference
 from test_weights_safetensors import root_base
@@ -433,7 +434,7 @@ def test_failure_while_writing_leaves_nothing(built, tmp_path, monkeypatch):
     def broken(*args):
         raise NpsqueezeError("simulated read-back failure")
 
-    monkeypatch.setattr("npsqueeze.convert.load_params", broken)
+    monkeypatch.setattr("npsqueeze.tools.convert.load_params", broken)
     for dst, force in ((tmp_path / "new", False), (tmp_path / "out", True)):
         with pytest.raises(NpsqueezeError, match="simulated"):
             convert(src, dst, force=force)

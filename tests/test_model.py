@@ -286,7 +286,7 @@ def test_bundled_vocabulary_is_bert_base_uncased():
 
 def test_runtime_never_imports_a_framework(small):
     code = ("import sys, numpy as np, npsqueeze; m = npsqueeze.from_pretrained(sys.argv[1]); "
-            "m(np.ones((1, 2, 4), np.int64)); import npsqueeze.cli; npsqueeze.cli.build_parser(); "
+            "m(np.ones((1, 2, 4), np.int64)); import npsqueeze.tools.cli; npsqueeze.tools.cli.build_parser(); "
             "bad = {'torch', 'transformers', 'scipy'} & set(sys.modules); assert not bad, bad")
     run = subprocess.run([sys.executable, "-c", code, str(small)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -20,7 +20,7 @@ import transformers
 import npsqueeze
 from checkpoints import build, minilm_path
 from npsqueeze import NpsqueezeError
-from npsqueeze.cli import main
+from npsqueeze.tools.cli import main
 from npsqueeze.config import WEIGHTS_DIR
 
 # Small models over the real vocabulary, so that the real tokenizer's ids are valid.

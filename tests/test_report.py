@@ -17,11 +17,12 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from checkpoints import HEADS, SMALL, SMALL_BERT
-from npsqueeze import flops, ops
+from npsqueeze import ops
+from npsqueeze.tools import flops
 from npsqueeze import model as engine
-from npsqueeze.cli import main
+from npsqueeze.tools.cli import main
 from npsqueeze.config import WEIGHTS_DIR, Config
-from npsqueeze.report import build_report
+from npsqueeze.tools.report import build_report
 from npsqueeze.weights import weight_map
 
 PUBLISHED = {"squeezebert": "squeezebert-uncased", "bert": "bert-base-uncased"}
@@ -287,7 +288,7 @@ def test_bad_config_is_one_line(tmp_path, capsys):
 
 
 def test_report_needs_no_matplotlib_without_out():
-    code = ("import sys; from npsqueeze.cli import main; main(['report', '--analytic-only']); "
+    code = ("import sys; from npsqueeze.tools.cli import main; main(['report', '--analytic-only']); "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

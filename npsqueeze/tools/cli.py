@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
-import os
-import platform
 import sys
 
-from . import __version__
-from .config import NpsqueezeError
+from .. import __version__
+from ..config import NpsqueezeError
+from .measure import keep_freed_memory
 
 # subcommand -> (module, one-line help); "module:name" when one module serves several subcommands
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -22,31 +20,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": (".convert", "HF checkpoint (.bin or .safetensors, or hub id) -> folder npsqueeze memory-maps"),
     "bench": (".bench", "latency, throughput, effective GFLOP/s and peak memory of the NumPy engine"),
 }
-
-
-MALLOC_LIMITS = (  # (glibc's mallopt parameter, the environment variable that sets the same, bytes)
-    (-1, "MALLOC_TRIM_THRESHOLD_", 1 << 30),  # M_TRIM_THRESHOLD: free memory kept at the top of the heap
-    (-3, "MALLOC_MMAP_THRESHOLD_", 32 << 20),  # M_MMAP_THRESHOLD: blocks up to 32 MB come from the heap
-)
-
-
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for the next arrays instead of giving it back to the OS.
-
-    By default glibc maps blocks over 128 KB on their own (a limit that rises to the largest block
-    freed) and trims more than twice that limit from the top of the heap, both back to the OS, so
-    the next array of that size faults its pages in again: ~3,000 page faults in a SqueezeBERT
-    forward pass at batch 1, sequence 128, ~10,000 at batch 8, each a trip into the kernel. With
-    these limits a pass takes none and ran 6-8% faster (five alternating pairs), with the same peak
-    memory. The commands call this at start; in your own programs set the environment variables
-    before Python starts, `MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432`, or
-    call this. It does nothing where malloc is not glibc's, or when either variable is set.
-    """
-    if platform.libc_ver()[0] != "glibc" or any(var in os.environ for _, var, _ in MALLOC_LIMITS):
-        return
-    libc = ctypes.CDLL(None)
-    for param, _, value in MALLOC_LIMITS:
-        libc.mallopt(param, value)
 
 
 def build_parser() -> argparse.ArgumentParser:

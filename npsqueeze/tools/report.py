@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
 from . import flops
-from .bench import check_workload, random_weight, timings
-from .config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
+from .measure import check_workload, random_weight, timings
 
 BASELINE = "bert-base-uncased"
 DEFAULT_MODELS = ["squeezebert-uncased"]

@@ -18,8 +18,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .config import NpsqueezeError
-from .pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
+from ..config import NpsqueezeError
+from ..pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
 
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
 

@@ -23,10 +23,10 @@ import numpy as np
 from safetensors.numpy import save
 from tqdm import tqdm
 
-from . import __version__
-from .config import Config, NpsqueezeError
-from .model import ARCHITECTURES, model_class
-from .weights import (CONVERTED, FORMAT, Entry, engine_tensors, load_params, read_checkpoint,
+from .. import __version__
+from ..config import Config, NpsqueezeError
+from ..model import ARCHITECTURES, model_class
+from ..weights import (CONVERTED, FORMAT, Entry, engine_tensors, load_params, read_checkpoint,
                       safetensors_file, strip_prefix, weight_files, weight_map)
 
 # What HF checkpoints carry besides weights: buffers, and the MLM decoder's copies of weights tied

@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from .config import Config
-from .model import ARCHITECTURES
-from .ops import count_flops
-from .weights import HEADS_ON_POOLER, has_pooler, weight_map
+from ..config import Config
+from ..model import ARCHITECTURES
+from ..ops import count_flops
+from ..weights import HEADS_ON_POOLER, has_pooler, weight_map
 
 # Every module of the breakdown, in the order data flows through the model.
 MODULES = ("embeddings", "query", "key", "value", "attention_scores", "attention_context",

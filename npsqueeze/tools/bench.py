@@ -19,78 +19,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
-from unittest import mock
 
 import numpy as np
 
-from . import flops, ops
-from .cli import keep_freed_memory
-from .config import Config, NpsqueezeError, load_config
-from .model import from_pretrained
-from .weights import CONVERTED, WEIGHT_FILES
+from ..config import NpsqueezeError, load_config
+from ..model import from_pretrained
+from ..weights import CONVERTED, WEIGHT_FILES
+from . import flops
+from .measure import (THREAD_VARS, WARMUP, blas_threads, check_workload, environment, keep_freed_memory, peak_rss,
+                      random_weight, timings)
 
 DEFAULT_MODELS = ["squeezebert-uncased", "bert-base-uncased"]
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
-WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
-
-
-def timings(fns: dict[str, Callable[[], object]], repeat: int, pause: float = 0.0, settle: int = 0
-            ) -> dict[str, list[float]]:
-    """Wall times in seconds of `repeat` calls of each function, after WARMUP calls each.
-
-    The functions take turns (A, B, A, B, ...), so that load from elsewhere on a shared machine
-    slows them alike and their ratios hold. Engines with thread pools need two more things to be
-    timed fairly: a `pause` (seconds) before each turn, since OpenBLAS's and OpenMP's workers spin for
-    up to ~0.1 s after their last task and take a core from whoever runs next (torch ran 1.4x slower
-    right after NumPy); then `settle` untimed calls, since waking one's own pool from idle costs too.
-    """
-    for fn in fns.values():
-        for _ in range(WARMUP):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            time.sleep(pause)
-            for _ in range(settle):
-                fn()
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
-
-
-def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
-    """A function that runs the matrix products of one `forward()` and nothing else: the same
-    `ops.matmul` calls on the same operands, in the same order.
-
-    Its time is a floor for this engine, and for any NumPy forward pass that computes the same
-    products with np.matmul: elementwise work, Python and copies are gone, only BLAS's work is left.
-    The operands stay referenced, so keep it away from peak-memory measurements.
-    """
-    calls, matmul = [], ops.matmul
-
-    def record(a, b, tag):
-        calls.append((a, b, tag))
-        return matmul(a, b, tag)
-
-    with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
-        forward()
-
-    def replay() -> None:
-        for a, b, tag in calls:
-            ops.matmul(a, b, tag)
-    return replay
-
-
-def peak_rss() -> int | None:
-    """This process's peak resident memory in bytes (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
 
 
 # --- one measurement, in the child process ---------------------------------------------------
@@ -123,12 +62,6 @@ def measure(spec: str, batch_size: int, seq_len: int, repeat: int) -> dict:
     }
 
 
-def random_weight(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    w = rng.standard_normal(shape, np.float32)
-    w *= 0.02  # in place: a temporary copy of the word embeddings would show in the peak memory
-    return w
-
-
 # --- the command -----------------------------------------------------------------------------
 
 def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: int | None) -> dict:
@@ -137,23 +70,12 @@ def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: in
     if threads:
         env.update({var: str(threads) for var in THREAD_VARS})
     job = json.dumps({"spec": spec, "batch_size": batch_size, "seq_len": seq_len, "repeat": repeat})
-    done = subprocess.run([sys.executable, "-m", "npsqueeze.bench"], input=job, env=env,
+    done = subprocess.run([sys.executable, "-m", "npsqueeze.tools.bench"], input=job, env=env,
                           capture_output=True, text=True)
     if done.returncode:
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise NpsqueezeError(f"measuring {spec} at batch {batch_size}, seq {seq_len} failed: {why}")
     return json.loads(done.stdout)
-
-
-def environment() -> dict:
-    """What the numbers depend on: NumPy, its BLAS, the CPUs."""
-    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}", "cpus": os.cpu_count()}
-
-
-def blas_threads() -> int | None:
-    """The BLAS thread count this process's environment asks for (None: BLAS's default, every core)."""
-    return next((int(os.environ[v]) for v in THREAD_VARS if os.environ.get(v, "").isdigit()), None)
 
 
 def to_markdown(r: dict) -> str:
@@ -185,20 +107,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BLAS threads: sets " + ", ".join(THREAD_VARS) + " for the measurement "
                         "(default: as the environment says, else BLAS uses every core)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
-
-
-def check_workload(specs: list[str], longest: int, **options: int) -> list[tuple[str, Config]]:
-    """`load_config` of each spec, after checking that every option (seq_len=...) is positive and
-    then that `longest` tokens fit each model's max_position_embeddings: else a one-line error."""
-    for option, n in options.items():
-        if n < 1:
-            raise NpsqueezeError(f"--{option.replace('_', '-')} must be a positive integer, got {n}")
-    named = [load_config(spec) for spec in specs]
-    for name, cfg in named:
-        if longest > cfg.max_position_embeddings:
-            raise NpsqueezeError(f"--seq-len {longest} exceeds {name}'s max_position_embeddings "
-                                 f"{cfg.max_position_embeddings}")
-    return named
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,134 @@
+"""What the measuring tools share: timing in turns, the matrix-product floor, peak memory, the
+machine, glibc's kept memory, random weights and the workload checks of `bench` and `report`."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+import time
+from typing import Callable
+from unittest import mock
+
+import numpy as np
+
+from .. import ops
+from ..config import Config, NpsqueezeError, load_config
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
+WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
+
+
+def timings(fns: dict[str, Callable[[], object]], repeat: int, pause: float = 0.0, settle: int = 0
+            ) -> dict[str, list[float]]:
+    """Wall times in seconds of `repeat` calls of each function, after WARMUP calls each.
+
+    The functions take turns (A, B, A, B, ...), so that load from elsewhere on a shared machine
+    slows them alike and their ratios hold. Engines with thread pools need two more things to be
+    timed fairly: a `pause` (seconds) before each turn, since OpenBLAS's and OpenMP's workers spin for
+    up to ~0.1 s after their last task and take a core from whoever runs next (torch ran 1.4x slower
+    right after NumPy); then `settle` untimed calls, since waking one's own pool from idle costs too.
+    """
+    for fn in fns.values():
+        for _ in range(WARMUP):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            time.sleep(pause)
+            for _ in range(settle):
+                fn()
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
+    """A function that runs the matrix products of one `forward()` and nothing else: the same
+    `ops.matmul` calls on the same operands, in the same order.
+
+    Its time is a floor for this engine, and for any NumPy forward pass that computes the same
+    products with np.matmul: elementwise work, Python and copies are gone, only BLAS's work is left.
+    The operands stay referenced, so keep it away from peak-memory measurements.
+    """
+    calls, matmul = [], ops.matmul
+
+    def record(a, b, tag):
+        calls.append((a, b, tag))
+        return matmul(a, b, tag)
+
+    with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
+        forward()
+
+    def replay() -> None:
+        for a, b, tag in calls:
+            ops.matmul(a, b, tag)
+    return replay
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
+
+
+def environment() -> dict:
+    """What the numbers depend on: NumPy, its BLAS, the CPUs."""
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}", "cpus": os.cpu_count()}
+
+
+def blas_threads() -> int | None:
+    """The BLAS thread count this process's environment asks for (None: BLAS's default, every core)."""
+    return next((int(os.environ[v]) for v in THREAD_VARS if os.environ.get(v, "").isdigit()), None)
+
+
+MALLOC_LIMITS = (  # (glibc's mallopt parameter, the environment variable that sets the same, bytes)
+    (-1, "MALLOC_TRIM_THRESHOLD_", 1 << 30),  # M_TRIM_THRESHOLD: free memory kept at the top of the heap
+    (-3, "MALLOC_MMAP_THRESHOLD_", 32 << 20),  # M_MMAP_THRESHOLD: blocks up to 32 MB come from the heap
+)
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for the next arrays instead of giving it back to the OS.
+
+    By default glibc maps blocks over 128 KB on their own (a limit that rises to the largest block
+    freed) and trims more than twice that limit from the top of the heap, both back to the OS, so
+    the next array of that size faults its pages in again: ~3,000 page faults in a SqueezeBERT
+    forward pass at batch 1, sequence 128, ~10,000 at batch 8, each a trip into the kernel. With
+    these limits a pass takes none and ran 6-8% faster (five alternating pairs), with the same peak
+    memory. The commands call this at start; in your own programs set the environment variables
+    before Python starts, `MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432`, or
+    call this. It does nothing where malloc is not glibc's, or when either variable is set.
+    """
+    if platform.libc_ver()[0] != "glibc" or any(var in os.environ for _, var, _ in MALLOC_LIMITS):
+        return
+    libc = ctypes.CDLL(None)
+    for param, _, value in MALLOC_LIMITS:
+        libc.mallopt(param, value)
+
+
+def random_weight(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    w = rng.standard_normal(shape, np.float32)
+    w *= 0.02  # in place: a temporary copy of the word embeddings would show in the peak memory
+    return w
+
+
+def check_workload(specs: list[str], longest: int, **options: int) -> list[tuple[str, Config]]:
+    """`load_config` of each spec, after checking that every option (seq_len=...) is positive and
+    then that `longest` tokens fit each model's max_position_embeddings: else a one-line error."""
+    for option, n in options.items():
+        if n < 1:
+            raise NpsqueezeError(f"--{option.replace('_', '-')} must be a positive integer, got {n}")
+    named = [load_config(spec) for spec in specs]
+    for name, cfg in named:
+        if longest > cfg.max_position_embeddings:
+            raise NpsqueezeError(f"--seq-len {longest} exceeds {name}'s max_position_embeddings "
+                                 f"{cfg.max_position_embeddings}")
+    return named
