@@ -2,7 +2,9 @@
 
 Bottom-up: embeddings, self-attention, the block, the encoder, the pooler, then the heads and the
 classes users call. Params are nested dicts of arrays named as in HF's `SqueezeBertModel`
-(see weights.py). Inside the encoder activations are channels-first, [N, C, W], as in the paper.
+(see weights.py). Inside the encoder activations are channels-first, as in the paper, and a batch
+is one long row of positions: [C, M], the N sequences' positions side by side (M = N*W when they
+are padded to one length W, the sum of their lengths when they are packed without padding).
 """
 
 from __future__ import annotations
@@ -13,82 +15,76 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, NpsqueezeError, checkpoint_folder
-from .ops import ACTIVATIONS, attention, conv1x1, layer_norm, linear
-from .weights import load_params, nest
+from .ops import ACTIVATIONS, add, attention, conv1x1, layer_norm, linear, lookup, tanh, transpose
+from .weights import has_pooler, load_params, nest
 
 
-def embeddings(input_ids, token_type_ids, p, cfg: Config) -> np.ndarray:
-    """Word + position + token-type embeddings, then LayerNorm: [N, W] ids -> [N, C, W]."""
-    W = input_ids.shape[1]
-    x = p["word_embeddings"]["weight"][input_ids]  # [N, W] -> [N, W, C]
-    x += p["position_embeddings"]["weight"][:W]  # [W, C] broadcast over the batch
-    x += p["token_type_embeddings"]["weight"][token_type_ids]  # [N, W] -> [N, W, C]
-    x = layer_norm(x, **p["LayerNorm"], eps=cfg.layer_norm_eps, axis=-1, out=x)
-    return np.ascontiguousarray(x.transpose(0, 2, 1))  # [N, W, C] -> [N, C, W]: copied once, read by Q, K, V
+def embeddings(input_ids, token_type_ids, positions, word_embeddings, position_embeddings,
+               token_type_embeddings, LayerNorm, eps: float) -> np.ndarray:
+    """Word + position + token-type embeddings, then LayerNorm: ids [M] -> [C, M]."""
+    x = lookup(word_embeddings["weight"], input_ids)  # [M] -> [M, C]
+    x = add(x, lookup(position_embeddings["weight"], positions))  # [M] -> [M, C]
+    x = add(x, lookup(token_type_embeddings["weight"], token_type_ids))  # [M] -> [M, C]
+    x = layer_norm(x, **LayerNorm, eps=eps, axis=-1, out=x)
+    return transpose(x)  # [M, C] -> [C, M]: copied once, read by Q, K and V
 
 
-def self_attention(x, mask, p, cfg: Config) -> np.ndarray:
-    """Q, K, V as grouped 1x1 convolutions (q_groups, k_groups, v_groups), then attention: [N, C, W]."""
-    q = conv1x1(x, **p["query"], tag="query")
-    k = conv1x1(x, **p["key"], tag="key")
-    v = conv1x1(x, **p["value"], tag="value")
-    return attention(q, k, v, mask, cfg.num_attention_heads)
+def self_attention(x, lengths, mask, query, key, value, n_head: int) -> np.ndarray:
+    """Q, K, V as grouped 1x1 convolutions (q_groups, k_groups, v_groups), then attention within each
+    sequence: [C, M] -> [C, M]."""
+    q = conv1x1(x, **query, tag="query")
+    k = conv1x1(x, **key, tag="key")
+    v = conv1x1(x, **value, tag="value")
+    return attention(q, k, v, lengths, mask, n_head)
 
 
-def block(x, mask, p, cfg: Config) -> np.ndarray:
-    """One SqueezeBERT module (the paper's Figure 1 block): [N, C, W] -> [N, C, W].
+def block(x, lengths, mask, attention, post_attention, intermediate, output, cfg: Config) -> np.ndarray:
+    """One SqueezeBERT module (the paper's Figure 1 block): [C, M] -> [C, M].
 
-    attention -> post-attention conv + residual + LayerNorm -> intermediate conv + GELU
-    -> output conv + residual + LayerNorm. Each conv has its own group count from the config.
-    GELU and the LayerNorms overwrite the arrays they read: on Linux every fresh array of more than
-    128 KB may come as new pages from the OS, and in place a forward pass took 2,000-3,000 page
-    faults instead of 10,000-13,000 and ran ~20% faster (batch 1, sequence 128).
+    Self-attention, then the post-attention convolution, added to the block's input and normalized;
+    then the feed-forward network: expand to I channels, GELU, squeeze back to C, added and
+    normalized. Each convolution has its own group count from the config. The residual adds,
+    GELU and the LayerNorms overwrite the array they read (`out=`): no new array per step.
     """
     eps, act = cfg.layer_norm_eps, ACTIVATIONS[cfg.hidden_act]
-    context = self_attention(x, mask, p["attention"], cfg)
-    h = conv1x1(context, **p["post_attention"]["conv1d"], tag="post_attention")
-    h += x
-    h = layer_norm(h, **p["post_attention"]["layernorm"], eps=eps, axis=1, out=h)
-    f = conv1x1(h, **p["intermediate"]["conv1d"], tag="intermediate")  # [N, C, W] -> [N, I, W]
+    context = self_attention(x, lengths, mask, **attention, n_head=cfg.num_attention_heads)
+    h = conv1x1(context, **post_attention["conv1d"], tag="post_attention")
+    h = layer_norm(add(h, x), **post_attention["layernorm"], eps=eps, axis=0, out=h)  # LayerNorm(h + x)
+    f = conv1x1(h, **intermediate["conv1d"], tag="intermediate")  # [C, M] -> [I, M]
     f = act(f, out=f)
-    y = conv1x1(f, **p["output"]["conv1d"], tag="output")  # [N, I, W] -> [N, C, W]
-    y += h
-    return layer_norm(y, **p["output"]["layernorm"], eps=eps, axis=1, out=y)
+    y = conv1x1(f, **output["conv1d"], tag="output")  # [I, M] -> [C, M]
+    return layer_norm(add(y, h), **output["layernorm"], eps=eps, axis=0, out=y)  # LayerNorm(y + h)
 
 
-def transformer(p, cfg: Config, input_ids, attention_mask, token_type_ids, output_hidden_states=False):
-    """The base model: ids [N, W] -> last hidden state [N, W, C] (+ pooled [N, C], + every layer's).
+def transformer(p, cfg: Config, input_ids, token_type_ids, lengths, mask=None, output_hidden_states=False):
+    """The base model without the pooler: ids [M] -> last hidden state [M, C] (+ every layer's).
 
-    Each block runs on one sequence at a time. Its matrix products are per sequence anyway, and one
-    sequence's activations (a few MB) stay in cache and in memory malloc recycles, where a batch's
-    came fresh from the OS on every call: at batch 8 that was 48,000 page faults and 13% more time.
+    input_ids, token_type_ids: [M], N sequences of `lengths` [N] positions side by side; mask: [M]
+    additive (0 at tokens, the most negative float32 at padding) or None when nothing is padded.
     """
-    mask = (1.0 - attention_mask.astype(np.float32)) * np.finfo(np.float32).min  # [N, W], additive
-    x = embeddings(input_ids, token_type_ids, p["embeddings"], cfg)
+    starts = np.cumsum(lengths) - lengths  # [N]: each sequence's first position
+    positions = np.arange(len(input_ids)) - np.repeat(starts, lengths)  # [M]: 0, 1, ..., W-1 per sequence
+    x = embeddings(input_ids, token_type_ids, positions, **p["embeddings"], eps=cfg.layer_norm_eps)
     hidden_states = [x]
     for layer in p["encoder"]["layers"]:
-        x = np.concatenate([block(x[n:n + 1], mask[n:n + 1], layer, cfg)  # N x [1, C, W] -> [N, C, W]
-                            for n in range(len(x))])
+        x = block(x, lengths, mask, **layer, cfg=cfg)  # [C, M] -> [C, M]
         hidden_states.append(x)
-    h = np.ascontiguousarray(x.transpose(0, 2, 1))  # [N, C, W] -> [N, W, C], as transformers returns it
-    pooled = pooler(h, p["pooler"]) if "pooler" in p else None
-    if output_hidden_states:
-        return h, pooled, tuple(s.transpose(0, 2, 1) for s in hidden_states)  # each [N, W, C]
-    return h, pooled, None
+    h = transpose(x)  # [C, M] -> [M, C], as transformers returns it
+    return h, tuple(s.T for s in hidden_states) if output_hidden_states else None  # each [M, C]
 
 
-def pooler(h, p) -> np.ndarray:
-    """The first token's ([CLS]) final state through a dense layer and tanh: [N, W, C] -> [N, C]."""
-    return np.tanh(linear(h[:, 0], **p["dense"], tag="pooler"))
+def pooler(h_cls, dense) -> np.ndarray:
+    """The final state of each sequence's first token ([CLS]) through a dense layer and tanh: [N, C] -> [N, C]."""
+    return tanh(linear(h_cls, **dense, tag="pooler"))
 
 
 def mlm_head(h, p, cfg: Config) -> np.ndarray:
-    """Masked-LM head: dense + activation + LayerNorm, then the (tied) decoder: [N, W, C] -> [N, W, V]."""
+    """Masked-LM head: dense + activation + LayerNorm, then the (tied) decoder: [..., C] -> [..., V]."""
     t = p["predictions"]["transform"]
     x = linear(h, **t["dense"], tag="head")
     x = ACTIVATIONS[cfg.hidden_act](x, out=x)
     x = layer_norm(x, **t["LayerNorm"], eps=cfg.layer_norm_eps, axis=-1, out=x)
-    return linear(x, p["predictions"]["decoder"]["weight"], p["predictions"]["bias"], tag="head")  # [N, W, C] -> [N, W, V]
+    return linear(x, p["predictions"]["decoder"]["weight"], p["predictions"]["bias"], tag="head")  # [..., C] -> [..., V]
 
 
 # --- the classes users call ---------------------------------------------------------------------
@@ -112,6 +108,7 @@ class SqueezeBertModel:
     """SqueezeBERT's base model (embeddings, encoder, pooler); `head` names what sits on top."""
 
     head: str | None = None
+    per_position: tuple[str, ...] = ()  # the head's outputs with one row per position
 
     def __init__(self, config: Config, params: dict[str, np.ndarray]):
         self.config = config
@@ -126,11 +123,31 @@ class SqueezeBertModel:
         return cls(cfg, load_params(path, cfg, cls.head))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        input_ids, attention_mask, token_type_ids = check_inputs(
-            self.config, input_ids, attention_mask, token_type_ids)
-        h, pooled, states = transformer(self.params, self.config, input_ids, attention_mask,
-                                        token_type_ids, output_hidden_states)
-        out = ModelOutput(last_hidden_state=h, pooler_output=pooled, hidden_states=states)
+        """The model on a padded batch, as transformers takes it: ids [N, W] (attention_mask 0 at
+        padding) -> outputs [N, W, ...] per position, [N, ...] per sequence."""
+        ids, attention_mask, token_type_ids = check_inputs(input_ids, attention_mask, token_type_ids)
+        N, W = ids.shape
+        mask = None if attention_mask.all() else (  # [N, W] -> [M]: additive, 0 at tokens
+            (1.0 - attention_mask.reshape(-1).astype(np.float32)) * np.finfo(np.float32).min)
+        out = self.forward(ids.reshape(-1), token_type_ids.reshape(-1), np.full(N, W), mask,  # [N, W] -> [M]
+                           output_hidden_states)
+        for name in ("last_hidden_state", *self.per_position):
+            rows = getattr(out, name)
+            setattr(out, name, rows.reshape(N, W, *rows.shape[1:]))  # [M, ...] -> [N, W, ...]
+        if output_hidden_states:
+            out.hidden_states = tuple(s.reshape(N, W, -1) for s in out.hidden_states)  # [M, C] -> [N, W, C]
+        return out
+
+    def forward(self, input_ids, token_type_ids, lengths, mask=None, output_hidden_states=False) -> ModelOutput:
+        """The model on a batch as one row of positions: input_ids, token_type_ids [M] hold N sequences
+        of `lengths` [N] positions side by side (packed: no padding; or padded, with `mask` [M]
+        additive). Outputs keep that layout: [M, ...] per position, [N, ...] per sequence."""
+        check_ids(self.config, input_ids, token_type_ids, lengths)
+        h, states = transformer(self.params, self.config, input_ids, token_type_ids, lengths, mask,
+                                output_hidden_states)
+        out = ModelOutput(last_hidden_state=h, hidden_states=states)
+        if has_pooler(self.head):
+            out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
         self.head_forward(out)
         return out
 
@@ -139,33 +156,33 @@ class SqueezeBertModel:
 
 
 class SqueezeBertForMaskedLM(SqueezeBertModel):
-    head = "mlm"
+    head, per_position = "mlm", ("logits",)
 
     def head_forward(self, out):
-        out.logits = mlm_head(out.last_hidden_state, self.params["cls"], self.config)  # [N, W, V]
+        out.logits = mlm_head(out.last_hidden_state, self.params["cls"], self.config)  # [M, C] -> [M, V]
 
 
 class SqueezeBertForSequenceClassification(SqueezeBertModel):
     head = "sequence"
 
     def head_forward(self, out):
-        out.logits = linear(out.pooler_output, **self.params["classifier"], tag="head")  # [N, labels]
+        out.logits = linear(out.pooler_output, **self.params["classifier"], tag="head")  # [N, C] -> [N, labels]
 
 
 class SqueezeBertForTokenClassification(SqueezeBertModel):
-    head = "token"
+    head, per_position = "token", ("logits",)
 
     def head_forward(self, out):
-        out.logits = linear(out.last_hidden_state, **self.params["classifier"], tag="head")  # [N, W, labels]
+        out.logits = linear(out.last_hidden_state, **self.params["classifier"], tag="head")  # [M, C] -> [M, labels]
 
 
 class SqueezeBertForQuestionAnswering(SqueezeBertModel):
-    head = "qa"
+    head, per_position = "qa", ("start_logits", "end_logits")
 
     def head_forward(self, out):
-        logits = linear(out.last_hidden_state, **self.params["qa_outputs"], tag="head")  # [N, W, 2]
-        out.start_logits = np.ascontiguousarray(logits[..., 0])  # [N, W]
-        out.end_logits = np.ascontiguousarray(logits[..., 1])
+        logits = linear(out.last_hidden_state, **self.params["qa_outputs"], tag="head")  # [M, C] -> [M, 2]
+        out.start_logits = np.ascontiguousarray(logits[:, 0])  # [M]
+        out.end_logits = np.ascontiguousarray(logits[:, 1])
 
 
 class SqueezeBertForMultipleChoice(SqueezeBertModel):
@@ -266,24 +283,30 @@ def as_ids(a, name: str, ndim: int) -> np.ndarray:
     return a
 
 
-def check_inputs(cfg: Config, input_ids, attention_mask, token_type_ids):
-    """Validate the model's inputs [N, W] and fill in defaults (attend everywhere, token type 0)."""
+def check_inputs(input_ids, attention_mask, token_type_ids):
+    """Validate the shapes of a padded batch [N, W] and fill in defaults (attend everywhere, token type 0)."""
     ids = as_ids(input_ids, "input_ids", ndim=2)
-    if ids.shape[-1] > cfg.max_position_embeddings:
-        raise NpsqueezeError(f"sequence length {ids.shape[-1]} exceeds max_position_embeddings "
-                             f"{cfg.max_position_embeddings}")
-    if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-        bad = ids[(ids < 0) | (ids >= cfg.vocab_size)].flat[0]
-        raise NpsqueezeError(f"input_ids holds token id {bad}, outside the vocabulary [0, {cfg.vocab_size})")
     checked = []
-    for a, name, limit in ((attention_mask, "attention_mask", 2), (token_type_ids, "token_type_ids",
-                                                                    cfg.type_vocab_size)):
+    for a, name in ((attention_mask, "attention_mask"), (token_type_ids, "token_type_ids")):
         if a is None:
             a = np.ones_like(ids) if name == "attention_mask" else np.zeros_like(ids)
         a = as_ids(a, name, ndim=2)
         if a.shape != ids.shape:
             raise NpsqueezeError(f"{name} has shape {a.shape}, input_ids has {ids.shape}")
-        if a.min() < 0 or a.max() >= limit:
-            raise NpsqueezeError(f"{name} values must lie in [0, {limit}), got {a.min()}..{a.max()}")
         checked.append(a)
+    if checked[0].min() < 0 or checked[0].max() > 1:
+        raise NpsqueezeError(f"attention_mask values must be 0 or 1, got {checked[0].min()}..{checked[0].max()}")
     return ids, *checked
+
+
+def check_ids(cfg: Config, input_ids, token_type_ids, lengths) -> None:
+    """Token ids, token types and sequence lengths within what the model has embeddings for."""
+    if lengths.max() > cfg.max_position_embeddings:
+        raise NpsqueezeError(f"sequence length {lengths.max()} exceeds max_position_embeddings "
+                             f"{cfg.max_position_embeddings}")
+    if input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size:
+        bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0]
+        raise NpsqueezeError(f"input_ids holds token id {bad}, outside the vocabulary [0, {cfg.vocab_size})")
+    if token_type_ids.min() < 0 or token_type_ids.max() >= cfg.type_vocab_size:
+        raise NpsqueezeError(f"token_type_ids values must lie in [0, {cfg.type_vocab_size}), got "
+                             f"{token_type_ids.min()}..{token_type_ids.max()}")

@@ -1,50 +1,103 @@
 """The operations SqueezeBERT is built from, in NumPy.
 
-Activations use the paper's channels-first layout [N, C, W]: N sequences in the batch, C channels
-(the hidden size), W positions (the sequence length). Every multiply-accumulate of the model runs
-through `matmul` below -- so FLOPs can be tallied as they happen -- and each call says, as an einsum,
-what it computes.
+Activations are channels-first, as in the paper: a sequence of W positions with C channels is a
+[C, W] array, one row per channel. A batch is one long row of positions: the N sequences stand side
+by side as [C, N*W] (written [C, M]), because a position-wise layer -- every 1x1 convolution,
+LayerNorm, GELU, add -- cannot tell which sentence a position belongs to. Only attention needs to
+know where each sequence starts and ends.
+
+Every multiply-accumulate runs through `matmul`, whose comment at each call says, as an einsum,
+what it computes. `tally` records the FLOPs of each product, and on request the time of every
+step, under the module it belongs to: the FLOP count and the profile come from the same pass.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
-# --- multiply-accumulate work, tallied while it runs ------------------------------------------
+# --- the tally: work and time per module, recorded as the ops run -------------------------------
 
-_flops: dict[str, int] | None = None  # tag -> FLOPs, while a `count_flops()` block is open
+
+@dataclass
+class Counts:
+    """What one module did inside a `tally` block."""
+
+    calls: int = 0
+    flops: int = 0  # 2 x multiply-adds of its matrix products
+    seconds: float = 0.0  # measured only in a timed tally
+
+
+_tally: dict[str, Counts] | None = None  # module -> Counts, while a `tally()` block is open
+_timed = False
+
+
+@contextmanager
+def tally(timed: bool = False):
+    """Record, per module, the FLOPs of every `matmul` run inside the block and, if `timed`, the
+    wall time of every product and every elementwise step (each step counts under its own module:
+    "gelu", "layer_norm", "softmax", "add", ...). Yields {module: Counts}."""
+    global _tally, _timed
+    outer = _tally, _timed
+    _tally, _timed = {}, timed
+    try:
+        yield _tally
+    finally:
+        _tally, _timed = outer
 
 
 @contextmanager
 def count_flops():
-    """Tally the FLOPs of every `matmul` run inside the block, by tag.
+    """Tally the FLOPs of every `matmul` run inside the block: yields {tag: FLOPs}, filled at the end.
 
     FLOPs follow torch's FlopCounterMode and the paper: 2 x multiply-adds, elementwise work excluded.
     """
-    global _flops
-    outer, _flops = _flops, {}
-    try:
-        yield _flops
-    finally:
-        _flops = outer
+    flops: dict[str, int] = {}
+    with tally() as counts:
+        yield flops
+    flops.update({module: c.flops for module, c in counts.items()})
 
 
-def matmul(a: np.ndarray, b: np.ndarray, tag: str) -> np.ndarray:
-    """`a @ b` (np.matmul: [..., M, K] @ [..., K, P] -> [..., M, P], leading axes broadcast), recording
-    2 x multiply-adds under `tag` when counting.
+def _record(module: str, flops: int, start: float | None) -> None:
+    c = _tally.setdefault(module, Counts())
+    c.calls += 1
+    c.flops += flops
+    if start is not None:
+        c.seconds += time.perf_counter() - start
 
-    np.matmul hands each matrix product to BLAS, reading transposed views in place. The einsum in the
-    comment at each call says the same thing; np.einsum(optimize=path) runs it through matmul too,
-    but copies an operand whenever its axes are not already in (batch, rows, columns) order -- e.g.
-    to drop a batch axis of size 1 -- and re-parses the spec on every call (~40 us): on this model's
-    shapes it was 1.1-1.6x slower than np.matmul (2 threads, median of 30).
+
+def step(module: str):
+    """Decorator: in a timed tally, each call of the op counts as time spent in `module`."""
+    def decorate(op):
+        @functools.wraps(op)
+        def run(*args, **kwargs):
+            if not _timed:
+                return op(*args, **kwargs)
+            start = time.perf_counter()
+            y = op(*args, **kwargs)
+            _record(module, 0, start)
+            return y
+        return run
+    return decorate
+
+
+def matmul(a: np.ndarray, b: np.ndarray, tag: str, out: np.ndarray | None = None) -> np.ndarray:
+    """`a @ b` (np.matmul: [..., M, K] @ [..., K, P] -> [..., M, P], leading axes broadcast), into
+    `out` if given, tallied as 2 x multiply-adds under `tag`.
+
+    np.matmul hands each matrix product to BLAS, reading transposed and strided views in place; the
+    equivalent np.einsum copies operands into that order first and was slower on every shape here.
     """
-    y = np.matmul(a, b)
-    if _flops is not None:  # each output element took a.shape[-1] multiply-adds
-        _flops[tag] = _flops.get(tag, 0) + 2 * y.size * a.shape[-1]
+    if _tally is None:
+        return np.matmul(a, b, out=out)
+    start = time.perf_counter() if _timed else None
+    y = np.matmul(a, b, out=out)
+    _record(tag, 2 * y.size * a.shape[-1], start)  # each output element took a.shape[-1] multiply-adds
     return y
 
 
@@ -53,50 +106,56 @@ def matmul(a: np.ndarray, b: np.ndarray, tag: str) -> np.ndarray:
 def conv1x1(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tag: str) -> np.ndarray:
     """Grouped 1x1 convolution (the paper's grouped convolution, `nn.Conv1d(kernel_size=1, groups=G)`).
 
-    x: [N, C, W]; weight: [G, K/G, C/G], one dense [K/G, C/G] matrix per group; bias: [K]. Group g's outputs
-    only see group g's inputs, so G groups cost 1/G of the parameters and FLOPs of a dense layer.
-    A position-wise fully connected layer (BERT's Linear) is the case G = 1. Channels-first makes each
-    group a contiguous [C/G, W] block, so the convolution is N x G matrix products with no copies.
+    x: [C, M]; weight: [G, K/G, C/G], one dense [K/G, C/G] matrix per group; bias: [K]. Group g's
+    outputs see only group g's inputs, so G groups cost 1/G of a dense layer's parameters and FLOPs.
+    BERT's position-wise Linear is the case G = 1. Channels-first, each group is a contiguous band
+    of C/G rows: the convolution is G matrix products over all M positions at once, with no copies.
     """
     G, Kg, Cg = weight.shape
-    N, C, W = x.shape
-    xg = x.reshape(N, G, Cg, W)  # [N, C, W] -> [N, G, C/G, W]
-    y = matmul(weight, xg, tag)  # einsum("gkc,ngcw->ngkw"): [G, K/G, C/G] @ [N, G, C/G, W] -> [N, G, K/G, W]
-    y = y.reshape(N, G * Kg, W)  # [N, G, K/G, W] -> [N, K, W]
-    y += bias[:, None]  # [K] -> [K, 1]: one bias per output channel, at every position
-    return y
+    xg = x.reshape(G, Cg, -1)  # [C, M] -> [G, C/G, M]
+    y = matmul(weight, xg, tag)  # einsum("gkc,gcm->gkm"): [G, K/G, C/G] @ [G, C/G, M] -> [G, K/G, M]
+    y = y.reshape(G * Kg, -1)  # [G, K/G, M] -> [K, M]
+    return add(y, bias[:, None])  # [K] -> [K, 1]: one bias per output channel, at every position
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tag: str) -> np.ndarray:
     """Fully connected layer on the last axis, torch's layout: x [..., C], weight [K, C], bias [K] -> [..., K]."""
     y = matmul(x, weight.T, tag)  # einsum("...c,kc->...k"): [..., C] @ [C, K] -> [..., K]
-    y += bias
-    return y
+    return add(y, bias)
 
 
+# --- elementwise -------------------------------------------------------------------------------
+# Each of these writes into `out` when given one (`out=x`: in place): a forward pass allocates no
+# array it does not need.
+
+@step("add")
+def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x + y, into x: a bias or a residual connection."""
+    x += y
+    return x
+
+
+@step("layer_norm")
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, axis: int,
                out: np.ndarray | None = None) -> np.ndarray:
-    """LayerNorm over the channel axis: `axis=1` for [N, C, W], `axis=-1` for [..., C].
-    `out=x` computes it in place.
+    """LayerNorm over the channel axis: `axis=0` for [C, M], `axis=-1` for [..., C].
 
-    In [N, C, W] a position's channels are W apart in memory, but the mean and variance still run as
-    contiguous row-by-row sums of C rows of W positions: the channels-first layout costs nothing here.
+    Channels-first, a position's channels are M apart in memory, but the mean and variance still run
+    as contiguous sums of C rows of M positions: the layout costs nothing here.
     """
     shape = [1] * x.ndim
     shape[axis] = -1  # broadcast the [C] gain and bias along the channel axis
     y = np.subtract(x, x.mean(axis, keepdims=True), out=out)
     # the variance, one value per position; einsum sums the squares with no temporary as big as x
-    var = np.einsum("nc...,nc...->n..." if axis == 1 else "...c,...c->...", y, y)  # [N, C, W] -> [N, W]; [..., C] -> [...]
-    var = np.expand_dims(var, axis)  # [N, W] -> [N, 1, W]; [...] -> [..., 1]
+    var = np.einsum("c...,c...->..." if axis == 0 else "...c,...c->...", y, y)  # [C, M] -> [M]; [..., C] -> [...]
+    var = np.expand_dims(var, axis)  # [M] -> [1, M]; [...] -> [..., 1]
     var *= np.float32(1 / y.shape[axis])
     var += np.float32(eps)
-    y *= 1 / np.sqrt(var)  # the rest works in place on y: each extra array would be one more pass
+    y *= 1 / np.sqrt(var)
     y *= weight.reshape(shape)  # the gain
     y += bias.reshape(shape)
     return y
 
-
-# --- elementwise -------------------------------------------------------------------------------
 
 # erf(x) = x p(x^2) / q(x^2) on [-4, 4]; outside, erf is +-1 in float32. Rational minimax
 # coefficients from Eigen's / XLA's float32 erf (max error a few ulp): SciPy is not a dependency.
@@ -108,16 +167,12 @@ _ERF_Q = np.array([-1.45660718464996e-05, -2.13374055278905e-04, -1.682826974382
 
 
 def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The error function in float32, to float32 accuracy, with no SciPy. `out=x` computes it in place.
-
-    Each NumPy operation is one pass over the array: the polynomials run in place (Horner's rule)
-    and the only temporaries are x^2 and the numerator.
-    """
+    """The error function in float32, to float32 accuracy, with no SciPy."""
     x = np.clip(x, -4.0, 4.0, out=out, dtype=np.float32)
     x2 = np.square(x)
     p = x2 * _ERF_P[0]
     p += _ERF_P[1]
-    for c in _ERF_P[2:]:  # Horner's rule
+    for c in _ERF_P[2:]:  # Horner's rule, in place: one pass over the array per operation
         p *= x2
         p += c
     p *= x  # the numerator: x is free now, so the denominator goes in its place
@@ -129,22 +184,20 @@ def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.divide(p, q, out=q)
 
 
-BLOCK = 32_768  # elements: 128 KB, so GELU's blocks of x, of Phi(x) and erf's two temporaries fill a 512 KB L2 cache
+BLOCK = 32_768  # elements: GELU's blocks of x, of Phi(x) and erf's two temporaries fit in the L2 cache
 
 
+@step("gelu")
 def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """GELU in its exact form, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as BERT and the paper use.
-    `out=x` computes it in place.
 
-    It runs block by block over the flattened array, so that erf's ~25 passes stay in the CPU cache
-    and its temporaries are small enough for malloc to recycle. On whole [N, I, W] activations
-    every call took fresh pages from the OS (15,000 page faults a forward pass) and GELU cost 2.7x
-    as much: 4.7 instead of 1.7 ms a layer at batch 1, sequence 128. Smaller blocks pay NumPy's
-    per-call overhead more often (16K elements: 2.8 ms).
+    Block by block over the flattened array, so that erf's ~25 passes stay in the CPU cache.
     """
     y = np.empty_like(x, dtype=np.float32) if out is None else out
     t = np.empty(min(BLOCK, x.size), np.float32)  # Phi(x), one block at a time
-    for xb, yb in zip(blocks(x), blocks(y)):
+    flat_x, flat_y = x.reshape(-1), y.reshape(-1)  # [...] -> [size]: views of contiguous arrays
+    for i in range(0, x.size, BLOCK):
+        xb, yb = flat_x[i:i + BLOCK], flat_y[i:i + BLOCK]
         tb = t[:xb.size]
         np.multiply(xb, np.float32(1 / math.sqrt(2)), out=tb)
         erf(tb, out=tb)
@@ -154,12 +207,7 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return y
 
 
-def blocks(x: np.ndarray) -> list[np.ndarray]:
-    """x flattened, cut into consecutive views of BLOCK elements."""
-    flat = x.reshape(-1)  # [...] -> [M]: a view for a contiguous x
-    return [flat[i:i + BLOCK] for i in range(0, flat.size, BLOCK)]
-
-
+@step("relu")
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.maximum(x, np.float32(0), out=out)
 
@@ -167,34 +215,67 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 ACTIVATIONS = {"gelu": gelu, "relu": relu}
 
 
-def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
-    """exp(x) / sum(exp(x)) along `axis`; `out=x` computes it in place."""
+@step("tanh")
+def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.tanh(x, out=out)
+
+
+@step("softmax")
+def softmax(x: np.ndarray, mask: np.ndarray | None = None, axis: int = -1, out: np.ndarray | None = None
+            ) -> np.ndarray:
+    """exp(x) / sum(exp(x)) along `axis`, after adding the additive `mask` if given."""
+    if mask is not None:
+        x = np.add(x, mask, out=out)
+        out = x
     x = np.subtract(x, x.max(axis, keepdims=True), out=out)  # exp of a non-positive number cannot overflow
     np.exp(x, out=x)
     x *= 1 / x.sum(axis, keepdims=True)
     return x
 
 
+@step("softmax")
+def scale(x: np.ndarray, factor: float) -> np.ndarray:
+    """x * factor, in place: attention's 1/sqrt(d), counted with the softmax it belongs to."""
+    x *= np.float32(factor)
+    return x
+
+
+@step("layout")
+def transpose(x: np.ndarray) -> np.ndarray:
+    """x.T, copied into a contiguous array: [M, C] <-> [C, M]."""
+    return np.ascontiguousarray(x.T)
+
+
+@step("embeddings")
+def lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of an embedding table: [V, C], ids [M] -> [M, C]."""
+    return table[ids]
+
+
 # --- attention ----------------------------------------------------------------------------------
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, n_head: int) -> np.ndarray:
-    """Masked multi-head self-attention in the channels-first layout.
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, mask: np.ndarray | None,
+              n_head: int) -> np.ndarray:
+    """Masked multi-head self-attention, each sequence on its own, channels-first.
 
-    q, k, v: [N, C, W] (the outputs of the Q, K, V convolutions); mask: [N, W] additive, 0 for tokens
-    to attend to and a huge negative number for padding. Returns the context: [N, C, W].
-    Channels-first, each head's q, k and v are contiguous [C/H, W] blocks; both products read them
-    (or their transposes) in place, and the context comes out channels-first with no transpose.
+    q, k, v: [C, M], the outputs of the Q, K, V convolutions, the batch's sequences side by side;
+    lengths: [N], the positions of each sequence (they sum to M); mask: [M] additive, 0 at tokens and
+    the most negative float32 at padding, or None when there is no padding. Returns the context [C, M].
+    Channels-first, each head of a sequence is a [C/H, W] block of rows, read in place by both
+    products, and its context is written in place into the output.
     """
-    N, C, W = q.shape
+    C, M = q.shape
     d = C // n_head  # channels per head
-    q = q * np.float32(1 / math.sqrt(d))  # scaling q costs C*W multiplies, scaling the scores H*W*W
-    q = q.reshape(N, n_head, d, W)  # [N, C, W] -> [N, H, C/H, W]
-    k = k.reshape(N, n_head, d, W)  # [N, C, W] -> [N, H, C/H, W]
-    v = v.reshape(N, n_head, d, W)  # [N, C, W] -> [N, H, C/H, W]
-    # einsum("nhdi,nhdj->nhij"): query i against key j, [N, H, W, C/H] @ [N, H, C/H, W] -> [N, H, W, W]
-    scores = matmul(q.transpose(0, 1, 3, 2), k, "attention_scores")
-    scores += mask[:, None, None, :]  # [N, W] -> [N, 1, 1, W]: mask keys, for every head and query
-    probs = softmax(scores, axis=-1, out=scores)  # each query's weights over the keys sum to 1
-    # einsum("nhdj,nhij->nhdi"): [N, H, C/H, W] @ [N, H, W, W] (transposed) -> [N, H, C/H, W]
-    context = matmul(v, probs.transpose(0, 1, 3, 2), "attention_context")
-    return context.reshape(N, C, W)  # [N, H, C/H, W] -> [N, C, W]
+    q = scale(q, 1 / math.sqrt(d))  # in place: scaling q costs C*M multiplies, scaling the scores H*W*M
+    context = np.empty_like(v)
+    start = 0
+    for W in lengths.tolist():
+        s = slice(start, start + W)
+        start += W
+        qs, ks, vs, out = (a[:, s].reshape(n_head, d, W) for a in (q, k, v, context))  # [C, W] -> [H, C/H, W]
+        # einsum("hdi,hdj->hij"): query i against key j, [H, W, C/H] @ [H, C/H, W] -> [H, W, W]
+        scores = matmul(qs.transpose(0, 2, 1), ks, "attention_scores")
+        probs = softmax(scores, None if mask is None else mask[s], out=scores)  # mask [W] broadcasts over heads and queries
+        # einsum("hdj,hij->hdi"): [H, C/H, W] @ [H, W, W] (transposed) -> [H, C/H, W], into the context
+        matmul(vs, probs.transpose(0, 2, 1), "attention_context", out=out)
+    return context

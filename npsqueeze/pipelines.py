@@ -4,15 +4,19 @@
     fill("The capital of France is [MASK].")   # [{"score", "token", "token_str", "sequence"}, ...]
 
 Tasks: "fill-mask", "text-classification", "token-classification", "question-answering" and
-"sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length so that each batch
-holds texts of similar length (little padding to compute on), runs the batches, and returns one
-result per input in input order. Texts longer than the model's limit are truncated, with a warning;
+"sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length, and runs them in
+batches packed without padding: the texts of a batch stand side by side as one row of positions
+(see ops.py), so no position is computed that nobody reads. It returns one result per input, in
+input order. Texts longer than the model's limit are truncated, with a warning;
 question answering instead reads a long context in overlapping windows.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +25,9 @@ from tokenizers import Encoding
 from tqdm import tqdm
 
 from .config import NpsqueezeError, check_count, read_json
-from .model import SqueezeBertModel, check_inputs, from_pretrained, mlm_head, transformer
+from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, mlm_head, transformer
 from .ops import softmax
+from .parallel import set_threads, stop, worker_pool
 from .tokenizer import Tokenizer, as_batch
 
 HEADS = {"mlm": ("masked-LM", "ForMaskedLM"), "sequence": ("sequence-classification", "ForSequenceClassification"),
@@ -36,6 +41,13 @@ class Pipeline:
     `head` is the model head the task needs (None: any model). Inputs are truncated to the model's
     limit: the smallest of max_position_embeddings, the tokenizer's model_max_length and `max_length`.
     `progress` shows a progress bar (on stderr) when there is more than one batch.
+
+    `threads` sets the BLAS threads of this process (None: leave them as they are). With `workers`
+    > 1, large inputs (at least MIN_BATCHES_PER_WORKER batches per worker) run in that many worker
+    processes of one BLAS thread each (see parallel.py); or pass any `executor` of
+    concurrent.futures. Either way results come back in input order. Workers load the checkpoint
+    folder themselves, so they need a pipeline made by `from_pretrained`; and, started afresh, they
+    import your program's main module: guard its top level with `if __name__ == "__main__":`.
     """
 
     task = ""
@@ -43,27 +55,45 @@ class Pipeline:
     truncation = "longest_first"
 
     def __init__(self, model: SqueezeBertModel, tokenizer: Tokenizer, batch_size: int = 32,
-                 max_length: int | None = None, progress: bool = False):
+                 max_length: int | None = None, progress: bool = False, threads: int | None = None,
+                 workers: int = 1, executor: Executor | None = None):
         if self.head is not None and model.head != self.head:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
         check_count("batch_size", batch_size)
+        check_count("workers", workers)
+        if threads is not None:
+            check_count("threads", threads)
+            set_threads(threads)
         limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
         self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
         self.max_length = min(n for n in limits if n is not None)
+        self.workers, self.executor = workers, executor
+        self.source: tuple[str, dict] | None = None  # (folder, settings): what a worker loads, see __reduce__
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Pipeline":
         """The model and tokenizer of a checkpoint folder; kwargs as for the constructor."""
-        return cls(from_pretrained(path), Tokenizer.from_pretrained(path), **kwargs)
+        pipe = cls(from_pretrained(path), Tokenizer.from_pretrained(path), **kwargs)
+        pipe.source = str(Path(path).resolve()), kwargs
+        return pipe
+
+    def __reduce__(self):
+        """What goes to a worker process: the folder and settings to load this pipeline from, once per
+        worker (see `shared`), rather than the model's arrays."""
+        if self.source is None:
+            raise NpsqueezeError("only a pipeline made by from_pretrained(folder) can run in worker processes")
+        path, kwargs = self.source
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "workers", "executor")}
+        return shared, (type(self), path, tuple(sorted((kwargs | {"threads": 1}).items())))
 
     def run(self, fn: Callable, texts: list[str], pairs: list[str | None] | None = None
             ) -> tuple[list[Encoding], list]:
         """Tokenize, then `fn(batch)` over length-sorted batches: (encodings, fn's rows), in input order.
 
-        `batch` holds the padded int64 arrays [batch, seq] of `Tokenizer.pad`; `fn` returns one result
-        per row (e.g. an array [batch, ...]). The Encodings give each input's tokens, offsets, length.
+        `batch` is a packed batch (see `pack`); `fn` returns one result per sequence. The Encodings
+        give each input's tokens, offsets, length.
         """
         encodings = self.tokenizer.encode(texts, pairs, self.max_length, self.truncation)
         truncated = [i + 1 for i, e in enumerate(encodings) if e.overflowing]
@@ -75,26 +105,64 @@ class Pipeline:
         return encodings, self.batches(fn, encodings)
 
     def batches(self, fn: Callable, encodings: list[Encoding]) -> list:
-        """`fn(batch)` over length-sorted batches of the encodings: fn's rows, in the encodings' order."""
+        """`fn(batch)` over length-sorted packed batches of the encodings: fn's rows, in the encodings' order."""
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        starts = range(0, len(order), self.batch_size)
+        groups = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        packed = (pack([encodings[i] for i in rows]) for rows in groups)
+        pool = self.executor_for(len(groups))
+        outputs = map(fn, packed) if pool is None else pool.map(fn, packed)
         results: list = [None] * len(encodings)
-        for start in tqdm(starts, desc=self.task, unit="batch", leave=False,
-                          disable=not self.progress or len(starts) < 2):
-            rows = order[start:start + self.batch_size]
-            for i, result in zip(rows, fn(self.tokenizer.pad([encodings[i] for i in rows]))):
-                results[i] = result
+        try:
+            for rows, rows_out in zip(tqdm(groups, desc=self.task, unit="batch", leave=False,
+                                           disable=not self.progress or len(groups) < 2), outputs):
+                for i, result in zip(rows, rows_out):
+                    results[i] = result
+        except KeyboardInterrupt:
+            if pool is not None and pool is not self.executor:
+                stop(pool)
+                self._pool = None
+            raise
+        except BrokenProcessPool as e:
+            self._pool = None
+            raise NpsqueezeError(f"a worker process ended unexpectedly ({e})") from None
         return results
 
-    def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """The base model's last hidden state [N, W, C], without running the head."""
-        inputs = check_inputs(self.model.config, batch["input_ids"], batch["attention_mask"],
-                              batch["token_type_ids"])
-        return transformer(self.model.params, self.model.config, *inputs)[0]
+    _pool: Executor | None = None  # the worker processes this pipeline started, kept for its next call
+    MIN_BATCHES_PER_WORKER = 4  # fewer: starting the workers would cost more than they save
 
-    def forward(self, batch: dict[str, np.ndarray]):
-        """The model, head included: a ModelOutput."""
-        return self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    def executor_for(self, n_batches: int) -> Executor | None:
+        """Where to run `n_batches` batches: the given executor, this pipeline's worker processes, or
+        None (in this process)."""
+        if self.executor is not None:
+            return self.executor
+        if self.workers < 2 or n_batches < self.MIN_BATCHES_PER_WORKER * self.workers:
+            return None
+        if self._pool is None:
+            if self.source is None:
+                self.__reduce__()  # raises: workers load the checkpoint from its folder
+            self._pool = worker_pool(self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop this pipeline's worker processes, if it started any."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The base model's last hidden state, one row per position of the packed batch: [M, C]."""
+        cfg = self.model.config
+        check_ids(cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])
+        return transformer(self.model.params, cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])[0]
+
+    def forward(self, batch: dict[str, np.ndarray]) -> ModelOutput:
+        """The model, head included, on a packed batch: outputs [M, ...] per position, [N, ...] per sequence."""
+        return self.model.forward(batch["input_ids"], batch["token_type_ids"], batch["lengths"])
+
+    def logits(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The head's logits for each sequence: [labels], or [W_n, labels] for a per-position head."""
+        logits = self.forward(batch).logits
+        return split(logits, batch) if "logits" in self.model.per_position else list(logits)
 
     def labels(self) -> list[str]:
         id2label = self.model.config.id2label
@@ -105,6 +173,20 @@ def as_texts(inputs) -> tuple[list[str], bool]:
     """A text or a list of texts -> (list of texts, whether one text came in)."""
     texts, _ = as_batch(inputs, None)
     return texts, isinstance(inputs, str)
+
+
+def pack(encodings: list[Encoding]) -> dict[str, np.ndarray]:
+    """Encodings as one row of positions, no padding: input_ids, token_type_ids [M] (the sequences
+    side by side), lengths [N] and starts [N] (each sequence's first position)."""
+    lengths = np.array([len(e.ids) for e in encodings])
+    return {"input_ids": np.concatenate([e.ids for e in encodings]).astype(np.int64),  # N x [W_n] -> [M]
+            "token_type_ids": np.concatenate([e.type_ids for e in encodings]).astype(np.int64),
+            "lengths": lengths, "starts": np.cumsum(lengths) - lengths}
+
+
+def split(rows: np.ndarray, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Per-position outputs [M, ...] of a packed batch -> one [W_n, ...] array per sequence."""
+    return np.split(rows, batch["starts"][1:])
 
 
 # --- fill-mask ----------------------------------------------------------------------------------
@@ -125,7 +207,7 @@ class FillMask(Pipeline):
         for i, t in enumerate(texts):
             if mask not in t:
                 raise NpsqueezeError(f"input {i + 1} has no {mask} token to fill: {t[:60]!r}")
-        _, results = self.run(lambda batch: self.fill(batch, top_k), texts)
+        _, results = self.run(functools.partial(self.fill, top_k=top_k), texts)
         for i, r in enumerate(results):
             if not r:
                 raise NpsqueezeError(f"input {i + 1}: every {mask} lies beyond the model's limit of "
@@ -133,26 +215,24 @@ class FillMask(Pipeline):
         return results[0] if single else results
 
     def fill(self, batch, top_k: int) -> list:
-        ids = batch["input_ids"]
-        h = self.hidden_states(batch)
-        n, w = np.nonzero(ids == self.tokenizer.mask_token_id)  # the [MASK] positions, row by row
+        h = self.hidden_states(batch)  # [M, C]
+        masked = np.flatnonzero(batch["input_ids"] == self.tokenizer.mask_token_id)  # [K]: the [MASK] positions
         # Only the masked positions go through the vocabulary projection, the costly part of the head.
-        probs = softmax(mlm_head(h[n, w], self.model.params["cls"], self.model.config))  # [M, C] -> [M, V]
-        best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]  # [M, V] -> [M, top_k]
+        probs = softmax(mlm_head(h[masked], self.model.params["cls"], self.model.config))  # [K, C] -> [K, V]
+        best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]  # [K, V] -> [K, top_k]
         # The tokenizers library's decode, not Tokenizer.decode, which refuses unknown ids: a model may
         # have more embedding rows than its vocabulary has tokens (padded to a multiple of 8), and
         # such a row decodes to "", as in transformers.
         decode = self.tokenizer.backend.decode
         results = []
-        for row in range(len(ids)):
-            masks = np.flatnonzero(n == row)
+        for ids, start in zip(split(batch["input_ids"], batch), batch["starts"].tolist()):
+            masks = [m for m in range(len(masked)) if start <= masked[m] < start + len(ids)]
             per_mask = []
             for m in masks:
                 candidates = []
                 for token in best[m].tolist():
-                    filled = ids[row].copy()
-                    filled[w[m]] = token
-                    filled = filled[filled != self.tokenizer.pad_token_id]
+                    filled = ids.copy()
+                    filled[masked[m] - start] = token
                     candidates.append({
                         "score": float(probs[m, token]), "token": token,
                         "token_str": decode([token]),
@@ -178,7 +258,7 @@ class TextClassification(Pipeline):
         """Every label {"label", "score"} for each input, best first."""
         texts, single = as_texts(inputs)
         _, pairs = as_batch(inputs, text_pair)
-        _, logits = self.run(lambda batch: self.forward(batch).logits, texts, pairs)
+        _, logits = self.run(self.logits, texts, pairs)
         results = self.scores(np.stack(logits))  # -> [N, labels]
         return results[0] if single else results
 
@@ -211,8 +291,8 @@ class TokenClassification(Pipeline):
         if aggregation not in ("none", "simple"):
             raise NpsqueezeError(f"aggregation must be 'none' or 'simple', got {aggregation!r}")
         texts, single = as_texts(inputs)
-        encodings, logits = self.run(lambda batch: self.forward(batch).logits, texts)
-        results = [self.entities(t, e, x[:len(e.ids)], aggregation, ignore_labels)
+        encodings, logits = self.run(self.logits, texts)
+        results = [self.entities(t, e, x, aggregation, ignore_labels)
                    for t, e, x in zip(texts, encodings, logits)]
         return results[0] if single else results
 
@@ -286,7 +366,7 @@ class QuestionAnswering(Pipeline):
         logits = self.batches(self.start_end, [w for _, w in windows])
         best: list[dict] = [{} for _ in questions]  # per input: (start, end) -> its best span
         for (i, w), (start_logits, end_logits) in zip(windows, logits):
-            for span in self.spans(w, start_logits[:len(w.ids)], end_logits[:len(w.ids)], top_k, max_answer_len):
+            for span in self.spans(w, start_logits, end_logits, top_k, max_answer_len):
                 key = span["start"], span["end"]
                 if key not in best[i] or span["score"] > best[i][key]["score"]:
                     best[i][key] = span
@@ -311,9 +391,9 @@ class QuestionAnswering(Pipeline):
                     f"for each window of the context: " + ("shorten the question" if room <= 0 else
                                                            f"doc_stride ({stride}) must be smaller than that"))
 
-    def start_end(self, batch) -> np.ndarray:
+    def start_end(self, batch) -> list[tuple[np.ndarray, np.ndarray]]:
         out = self.forward(batch)
-        return np.stack([out.start_logits, out.end_logits], axis=1)  # 2 x [N, W] -> [N, 2, W]
+        return list(zip(split(out.start_logits, batch), split(out.end_logits, batch)))  # N x ([W_n], [W_n])
 
     @staticmethod
     def spans(e: Encoding, start_logits, end_logits, top_k: int, max_answer_len: int) -> list[dict]:
@@ -373,14 +453,13 @@ class SentenceEmbedding(Pipeline):
         return vectors[0] if single else vectors
 
     def pool(self, batch) -> np.ndarray:
-        h = self.hidden_states(batch)  # [N, W, C]
-        mask = batch["attention_mask"][..., None].astype(h.dtype)  # [N, W] -> [N, W, 1]
-        n_tokens = np.maximum(mask.sum(1), 1e-9)  # [N, 1]
-        pooled = {
-            "cls": lambda: h[:, 0],
-            "max": lambda: np.where(mask > 0, h, -1e9).max(1),  # [N, W, C] -> [N, C]
-            "mean": lambda: (h * mask).sum(1) / n_tokens,  # [N, W, C] -> [N, C]
-            "mean_sqrt_len": lambda: (h * mask).sum(1) / np.sqrt(n_tokens),
+        h = self.hidden_states(batch)  # [M, C]
+        starts, n = batch["starts"], batch["lengths"][:, None]  # [N], [N, 1]
+        pooled = {  # each over the positions of each sequence: [M, C] -> [N, C]
+            "cls": lambda: h[starts],
+            "max": lambda: np.maximum.reduceat(h, starts, axis=0),
+            "mean": lambda: np.add.reduceat(h, starts, axis=0) / n,
+            "mean_sqrt_len": lambda: np.add.reduceat(h, starts, axis=0) / np.sqrt(n),
         }
         v = np.concatenate([pooled[m]() for m in self.pooling], axis=-1)  # -> [N, D]
         if self.normalize:
@@ -436,6 +515,12 @@ def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:
     if not modes:
         raise NpsqueezeError(f"{folder / 'config.json'}: no pooling mode is set")
     return modes
+
+
+@functools.lru_cache(maxsize=None)
+def shared(cls: type[Pipeline], path: str, settings: tuple) -> Pipeline:
+    """`cls.from_pretrained(path, **settings)`, loaded once per process: how a worker gets its pipeline."""
+    return cls.from_pretrained(path, **dict(settings))
 
 
 TASKS = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,

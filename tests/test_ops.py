@@ -83,10 +83,10 @@ def test_activations_leave_their_input_alone(shape):
 
 # --- LayerNorm and softmax -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("axis", [0, -1])
 def test_layer_norm_matches_torch_on_either_layout(axis):
     C = 48
-    x = randn(3, C, 20, scale=5) + 3 if axis == 1 else randn(3, 20, C, scale=5) + 3
+    x = randn(C, 60, scale=5) + 3 if axis == 0 else randn(3, 20, C, scale=5) + 3  # [C, M] or [..., C]
     weight, bias = randn(C) + 1, randn(C)
     channels_last = torch.from_numpy(np.moveaxis(x, axis, -1).copy())
     want = torch.nn.functional.layer_norm(channels_last, (C,), torch.from_numpy(weight), torch.from_numpy(bias),
@@ -100,25 +100,24 @@ def test_layer_norm_matches_torch_on_either_layout(axis):
 
 
 def test_layer_norm_of_a_constant_row_is_its_bias():
-    x = np.full((1, 8, 3), 7.0, np.float32)
+    x = np.full((8, 3), 7.0, np.float32)
     bias = randn(8)
-    np.testing.assert_allclose(ops.layer_norm(x, randn(8), bias, eps=1e-12, axis=1), np.repeat(bias[None, :, None], 3, 2))
+    np.testing.assert_allclose(ops.layer_norm(x, randn(8), bias, eps=1e-12, axis=0), np.repeat(bias[:, None], 3, 1))
 
 
 def test_softmax_with_masks():
-    scores = randn(2, 3, 5, 6, scale=4)
-    mask = np.zeros((2, 6), np.float32)
-    mask[0, 4:] = mask[1, 1:3] = np.finfo(np.float32).min  # as model.transformer builds it
-    masked = scores + mask[:, None, None, :]
-    want = torch.softmax(torch.from_numpy(masked), dim=-1).numpy()
-    kept = masked.copy()
-    got = ops.softmax(masked)
-    np.testing.assert_array_equal(masked, kept)  # without out=, the input is left alone
+    scores = randn(3, 5, 6, scale=4)  # [H, W, W] of one sequence
+    mask = np.zeros(6, np.float32)
+    mask[4:] = np.finfo(np.float32).min  # as SqueezeBertModel.__call__ builds it: additive, per key
+    want = torch.softmax(torch.from_numpy(scores + mask), dim=-1).numpy()
+    kept = scores.copy()
+    got = ops.softmax(scores, mask)
+    np.testing.assert_array_equal(scores, kept)  # without out=, the input is left alone
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
-    assert np.all(got[0, ..., 4:] == 0) and np.all(got[1, ..., 1:3] == 0)
+    assert np.all(got[..., 4:] == 0)
     np.testing.assert_allclose(got.sum(-1), 1, atol=1e-6)
-    assert ops.softmax(masked, axis=-1, out=masked) is masked
-    np.testing.assert_array_equal(masked, got)
+    assert ops.softmax(scores, mask, out=scores) is scores
+    np.testing.assert_array_equal(scores, got)
     np.testing.assert_allclose(ops.softmax(scores, axis=1), torch.softmax(torch.from_numpy(scores), 1).numpy(), atol=1e-6)
 
 
@@ -129,7 +128,8 @@ def test_conv1x1_is_grouped_einsum_block_diagonal_matmul_and_torch_conv1d(N, C, 
     x, bias = randn(N, C, W), randn(K)
     hf = randn(K, C // G, 1, scale=0.1)  # nn.Conv1d(C, K, 1, groups=G).weight
     weight = conv_weight(hf, G)  # [G, K/G, C/G]
-    got = ops.conv1x1(x, weight, bias, tag="t")
+    row = np.ascontiguousarray(x.transpose(1, 0, 2).reshape(C, N * W))  # [N, C, W] -> [C, N*W]: one row of positions
+    got = ops.conv1x1(row, weight, bias, tag="t").reshape(K, N, W).transpose(1, 0, 2)  # [K, N*W] -> [N, K, W]
 
     want_torch = torch.nn.functional.conv1d(torch.from_numpy(x), torch.from_numpy(hf), torch.from_numpy(bias),
                                             groups=G).numpy()
@@ -170,42 +170,62 @@ def reference_attention(q, k, v, mask, n_head):
     return out.transpose(0, 2, 1)  # [N, W, C] -> [N, C, W]
 
 
-def test_attention_matches_a_head_by_head_reference():
+def as_row(a):
+    """[N, C, W] -> [C, N*W]: the sequences side by side, one row of positions."""
+    N, C, W = a.shape
+    return np.ascontiguousarray(a.transpose(1, 0, 2).reshape(C, N * W))
+
+
+def test_attention_padded_matches_a_head_by_head_reference():
     N, C, W, H = 3, 24, 10, 4
     q, k, v = randn(N, C, W), randn(N, C, W), randn(N, C, W)
     lengths = [10, 6, 1]
     mask = np.where(np.arange(W) < np.array(lengths)[:, None], 0, np.finfo(np.float32).min).astype(np.float32)
     want = reference_attention(q, k, v, mask, H)
-    kept = q.copy(), k.copy(), v.copy()
-    got = ops.attention(q, k, v, mask, H)
-    for a, b in zip((q, k, v), kept):
+    rows = as_row(q), as_row(k), as_row(v)
+    kept = [a.copy() for a in rows[1:]]
+    got = ops.attention(*rows, np.full(N, W), mask.reshape(-1), H)  # [N, W] -> [M]
+    for a, b in zip(rows[1:], kept):  # k and v are left alone (q is scaled in place)
         np.testing.assert_array_equal(a, b)
-    assert got.shape == (N, C, W) and got.dtype == np.float32
+    assert got.shape == (C, N * W) and got.dtype == np.float32
+    got = got.reshape(C, N, W).transpose(1, 0, 2)  # [C, N*W] -> [N, C, W]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got[2], np.repeat(v[2, :, :1], W, 1), atol=1e-6)  # one token to attend to: its value
+
+
+def test_attention_packed_equals_padded_at_the_real_positions():
+    """Sequences of different lengths side by side with no padding: each attends only to itself."""
+    C, H, lengths = 24, 4, [7, 3, 5, 5]
+    seqs = [(randn(C, W), randn(C, W), randn(C, W)) for W in lengths]
+    packed = ops.attention(*(np.concatenate(a, axis=1) for a in zip(*seqs)), np.array(lengths), None, H)  # [C, M]
+    start = 0
+    for (q, k, v), W in zip(seqs, lengths):
+        want = reference_attention(q[None], k[None], v[None], np.zeros((1, W)), H)[0]
+        np.testing.assert_allclose(packed[:, start:start + W], want, atol=1e-5, rtol=0)
+        start += W
 
 
 # --- the FLOP tally -------------------------------------------------------------------------------
 
 def test_flops_are_tallied_by_tag_as_they_run():
     N, C, K, G, W, H = 2, 24, 36, 3, 5, 4
-    x = randn(N, C, W)
+    x = randn(C, N * W)
     with ops.count_flops() as outer:
         ops.conv1x1(x, randn(G, K // G, C // G), randn(K), tag="intermediate")
         with ops.count_flops() as inner:
-            ops.attention(randn(N, C, W), x, x, np.zeros((N, W), np.float32), H)
+            ops.attention(randn(C, N * W), x, x, np.full(N, W), None, H)
         ops.linear(randn(N, W, C), randn(K, C), randn(K), tag="head")
         ops.linear(randn(N, W, C), randn(K, C), randn(K), tag="head")
     assert outer == {"intermediate": 2 * N * W * K * C // G, "head": 2 * 2 * N * W * C * K}
     assert inner == {"attention_scores": 2 * N * W * W * C, "attention_context": 2 * N * W * W * C}
     ops.conv1x1(x, randn(G, K // G, C // G), randn(K), tag="intermediate")  # not counting: nothing breaks
-    assert ops._flops is None
+    assert ops._tally is None
 
 
 def test_matmul_reads_zero_stride_weights():
     """flops.instrumented_flops runs the engine on weights that are broadcast views of one zero."""
     weight = np.broadcast_to(np.float32(0), (2, 3, 4))
     with ops.count_flops() as tally:
-        y = ops.conv1x1(randn(1, 8, 5), weight, np.broadcast_to(np.float32(1), (6,)), tag="query")
-    np.testing.assert_array_equal(y, np.ones((1, 6, 5), np.float32))
+        y = ops.conv1x1(randn(8, 5), weight, np.broadcast_to(np.float32(1), (6,)), tag="query")
+    np.testing.assert_array_equal(y, np.ones((6, 5), np.float32))
     assert tally == {"query": 2 * 5 * 6 * 8 // 2}

@@ -55,16 +55,16 @@ def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
     """
     calls, matmul = [], ops.matmul
 
-    def record(a, b, tag):
-        calls.append((a, b, tag))
-        return matmul(a, b, tag)
+    def record(a, b, tag, out=None):
+        calls.append((a, b, tag, out))
+        return matmul(a, b, tag, out)
 
     with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
         forward()
 
     def replay() -> None:
-        for a, b, tag in calls:
-            ops.matmul(a, b, tag)
+        for a, b, tag, out in calls:
+            ops.matmul(a, b, tag, out)
     return replay
 
 
