@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import save_file
 
 import npsqueeze
@@ -25,6 +24,7 @@ from npsqueeze import NpsqueezeError
 from npsqueeze.tools import cli
 from npsqueeze.tools.convert import convert
 from npsqueeze.weights import CONVERTED, safetensors_file, weight_map
+from optional import torch
 from checkpoints import EXPECTED, HEADS, assert_parity, build, inputs, minilm_path, reference
 from test_weights_safetensors import root_base
 from test_weights_torchbin import Call, Global, System, dumps, member_offset, write_legacy

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from safetensors.numpy import load_file, save_file
 
 import npsqueeze
 from npsqueeze import NpsqueezeError
+from optional import torch, transformers
 from checkpoints import EXPECTED, HEADS, SMALL, TOL, assert_parity, build, inputs, minilm_path, randomize, reference
 
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
@@ -52,8 +51,6 @@ def test_group_counts_per_role(tmp_path, groups):
 
 
 def test_full_default_squeezebert_at_seq_128(tmp_path):
-    import transformers
-
     ref = transformers.SqueezeBertModel(transformers.SqueezeBertConfig())
     randomize(ref, seed=4)
     ref.eval()
@@ -85,8 +82,6 @@ SENTENCES = ["SqueezeBERT runs on a phone.", "The cat sat on the mat, didn't it?
 
 
 def test_real_all_minilm_l6_v2_matches_transformers():
-    import transformers
-
     path = minilm_path()
     tok = transformers.AutoTokenizer.from_pretrained(path)
     enc = tok(SENTENCES, padding=True, return_tensors="np")

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from npsqueeze import ops
+from optional import torch
 from npsqueeze.weights import conv_weight
 
 rng = np.random.default_rng(0)

@@ -14,10 +14,9 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 import npsqueeze
+from optional import torch, transformers
 from checkpoints import build, minilm_path
 from npsqueeze import NpsqueezeError
 from npsqueeze.tools.cli import main

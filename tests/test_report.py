@@ -12,10 +12,8 @@ import sys
 from collections import Counter
 
 import pytest
-import torch
-import transformers
-from torch.utils.flop_counter import FlopCounterMode
 
+from optional import optional, torch, transformers
 from checkpoints import HEADS, SMALL, SMALL_BERT
 from npsqueeze import ops
 from npsqueeze.tools import flops
@@ -24,6 +22,8 @@ from npsqueeze.tools.cli import main
 from npsqueeze.config import WEIGHTS_DIR, Config
 from npsqueeze.tools.report import build_report
 from npsqueeze.weights import weight_map
+
+FlopCounterMode = optional("torch.utils.flop_counter", "FlopCounterMode")
 
 PUBLISHED = {"squeezebert": "squeezebert-uncased", "bert": "bert-base-uncased"}
 FAMILY_PREFIX = {"squeezebert": "SqueezeBert", "bert": "Bert"}

@@ -8,10 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-import transformers
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from optional import given, settings, st, transformers
 from checkpoints import minilm_path
 from npsqueeze import NpsqueezeError, Tokenizer
 from npsqueeze.config import WEIGHTS_DIR

@@ -8,7 +8,9 @@ committed under walkthrough/figures/ are those files: regenerate them with
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -23,6 +25,32 @@ CHAPTERS = sorted(WALKTHROUGH.glob("[0-9][0-9]-*.md"))
 # a python block, and the output block that may follow it
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\s*^```output\n(.*?)^```$)?", re.S | re.M)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")  # markdown link or image target, anchor dropped
+
+
+def imported(code: str) -> set[str]:
+    """The top-level packages `code` imports, or looks up with importlib's find_spec("...")."""
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "find_spec" and node.args
+              and isinstance(node.args[0], ast.Constant)):
+            names.add(node.args[0].value)
+    return {name.split(".")[0] for name in names}
+
+
+@pytest.fixture(autouse=True)
+def skip_a_chapter_whose_packages_are_missing(request):
+    """A chapter that runs torch or transformers (test-only), or the real all-MiniLM-L6-v2, needs them."""
+    chapter = getattr(request.node, "callspec", None) and request.node.callspec.params.get("chapter")
+    if chapter:
+        code = (block.group(1) for block in PYTHON_BLOCK.finditer(chapter.read_text()))
+        missing = sorted({name for block in code for name in imported(block)
+                          if importlib.util.find_spec(name) is None})
+        if missing:
+            pytest.skip(f"{chapter.name} imports {', '.join(missing)}: not installed")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

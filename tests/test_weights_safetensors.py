@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from safetensors.numpy import load_file, save, save_file
 
 from npsqueeze import NpsqueezeError
 from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file
 from checkpoints import minilm_path
+from optional import HealthCheck, given, settings, st
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

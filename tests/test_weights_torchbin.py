@@ -11,9 +11,9 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 from npsqueeze import NpsqueezeError
+from optional import needs, torch
 from npsqueeze.torchbin import LEGACY_MAGIC, LEGACY_PROTOCOL, read_torch_bin
 
 # --- writing pickles by hand -----------------------------------------------------------------------
@@ -172,6 +172,7 @@ def payloads(marker):
     ]
 
 
+@needs("torch")  # the in_storage_id payload runs once pickle has imported torch._utils
 def test_payloads_really_run_under_plain_pickle(tmp_path):
     # the control experiment: each payload creates its marker when loaded the unsafe way
     for name, data, _ in payloads(tmp_path / "marker"):
