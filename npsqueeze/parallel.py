@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 # OpenBLAS as NumPy's wheels bundle it (scipy_openblas, 64-bit ints), as Linux distributions ship it,
-# and MKL: the function that sets the thread count, under each name it is exported as.
+# and MKL: the functions that set and get the thread count, under each name they are exported as.
 SET_THREADS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
                "openblas_set_num_threads", "MKL_Set_Num_Threads")
+GET_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
+               "openblas_get_num_threads", "MKL_Get_Max_Threads")
 
 
 def blas_libraries() -> list[ctypes.CDLL]:
@@ -46,19 +48,30 @@ def blas_libraries() -> list[ctypes.CDLL]:
     return libraries
 
 
+def blas_function(names: tuple[str, ...]) -> list:
+    """Each loaded BLAS library's function of the first of `names` it exports."""
+    found = []
+    for lib in blas_libraries():
+        fn = next((getattr(lib, name) for name in names if hasattr(lib, name)), None)
+        if fn is not None:
+            found.append(fn)
+    return found
+
+
 def set_threads(n: int) -> bool:
     """Have BLAS use `n` threads for the matrix products of this process, from now on. Returns False
     where the BLAS library offers no way to do so (then only OPENBLAS_NUM_THREADS / MKL_NUM_THREADS /
     OMP_NUM_THREADS, set before NumPy is imported, decide)."""
-    done = False
-    for lib in blas_libraries():
-        for name in SET_THREADS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                done = True
-                break
-    return done
+    setters = blas_function(SET_THREADS)
+    for fn in setters:
+        fn(ctypes.c_int(n))
+    return bool(setters)
+
+
+def get_threads() -> int | None:
+    """The threads BLAS uses for matrix products (None where it does not say)."""
+    getters = blas_function(GET_THREADS)
+    return int(getters[0]()) if getters else None
 
 
 def worker_pool(workers: int) -> Executor:

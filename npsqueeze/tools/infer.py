@@ -19,7 +19,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..config import NpsqueezeError
-from ..pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
+from ..parallel import default_workers
+from ..pipelines import FillMask, Pipeline, SentenceEmbedding, TextClassification, cosine_similarity
 
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
 
@@ -37,6 +38,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", type=Path, help="read texts from a file: one a line, or JSON Lines "
                         '({"text": ..., "pair": ...}) if its name ends in .jsonl')
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads per process (default 1: the matrix products are about half the "
+                             "work, and more threads stall whenever another program holds a core)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes, one BLAS thread each, for inputs of at least "
+                             f"{Pipeline.MIN_BATCHES_PER_WORKER} batches per worker (default: one per core, "
+                             f"{default_workers()} here)")
     parser.add_argument("--json", action="store_true", help="print JSON Lines, one object per input")
 
 
@@ -105,7 +113,8 @@ def json_line(line: str, where: str) -> tuple[str, str | None]:
 
 def load(task, args):
     """The task's pipeline on args.model; a progress bar only for a person watching stderr."""
-    return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty())
+    return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                threads=args.threads, workers=args.workers)
 
 
 @contextmanager
