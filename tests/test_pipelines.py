@@ -388,7 +388,7 @@ def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):
     embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
     assert (embed.pooling, embed.normalize) == (("mean",), False)
     h = npsqueeze.from_pretrained(folder)
-    enc = embed.tokenizer(SENTENCES[:2], padding=True)
+    enc = embed.tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
     out = h(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
     m = enc["attention_mask"][..., None]
     np.testing.assert_allclose(embed(SENTENCES[:2]), (out * m).sum(1) / m.sum(1), atol=1e-6)
