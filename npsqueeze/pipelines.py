@@ -3,15 +3,20 @@
     fill = npsqueeze.pipeline("fill-mask", "path/to/checkpoint")
     fill("The capital of France is [MASK].")   # [{"score", "token", "token_str", "sequence"}, ...]
 
-Tasks: "fill-mask", "text-classification", "token-classification", "question-answering" and
-"sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length so that each batch
-holds texts of similar length (little padding to compute on), runs the batches, and returns one
-result per input in input order. Texts longer than the model's limit are truncated, with a warning;
-question answering instead reads a long context in overlapping windows.
+Tasks: "fill-mask", "text-classification" (alias "sentiment-analysis"), "token-classification"
+(alias "ner"), "question-answering", "feature-extraction" and "sentence-embedding". Options such as
+`top_k`, `batch_size` and `max_length` go to `pipeline(...)` as defaults, or to a call, as in
+transformers, and answers come in transformers' shapes. A pipeline tokenizes every input, sorts the
+inputs by length so that each batch holds texts of similar length (little padding to compute on),
+runs the batches, and returns one result per input in input order. Texts longer than the model's
+limit are truncated, with a warning; question answering instead reads a long context in
+overlapping windows.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -35,7 +40,9 @@ class Pipeline:
 
     `head` is the model head the task needs (None: any model). Inputs are truncated to the model's
     limit: the smallest of max_position_embeddings, the tokenizer's model_max_length and `max_length`.
-    `progress` shows a progress bar (on stderr) when there is more than one batch.
+    `progress` shows a progress bar (on stderr) when there is more than one batch. `options` are
+    the task's own options (the keyword-only arguments of its `predict`, e.g. top_k), as defaults
+    for every call.
     """
 
     task = ""
@@ -43,15 +50,51 @@ class Pipeline:
     truncation = "longest_first"
 
     def __init__(self, model: SqueezeBertModel, tokenizer: Tokenizer, batch_size: int = 32,
-                 max_length: int | None = None, progress: bool = False):
+                 max_length: int | None = None, progress: bool = False, **options):
         if self.head is not None and model.head != self.head:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
+        self.model, self.tokenizer, self.progress = model, tokenizer, progress
+        self.configure(batch_size, max_length)
+        self.options = self.check_options(options, construction=True)
+
+    def configure(self, batch_size: int, max_length: int | None) -> None:
         check_count("batch_size", batch_size)
-        limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
-        self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
-        self.max_length = min(n for n in limits if n is not None)
+        if max_length is not None:
+            check_count("max_length", max_length)
+        limits = [self.model.config.max_position_embeddings, self.tokenizer.model_max_length, max_length]
+        self.batch_size, self.max_length = batch_size, min(n for n in limits if n is not None)
+
+    def configured(self, batch_size: int | None = None, max_length: int | None = None,
+                   progress: bool | None = None) -> "Pipeline":
+        """This pipeline, or for settings given (not None) a copy with them, for one call."""
+        if batch_size is None and max_length is None and progress is None:
+            return self
+        pipe = copy.copy(self)
+        pipe.configure(self.batch_size if batch_size is None else batch_size,
+                       self.max_length if max_length is None else max_length)
+        pipe.progress = self.progress if progress is None else progress
+        return pipe
+
+    def check_options(self, options: dict, construction: bool = False) -> dict:
+        """`options` if `predict` takes them all (at construction: only its keyword-only options)."""
+        params = inspect.signature(self.predict).parameters
+        known = [k for k, p in params.items() if not construction or p.kind is p.KEYWORD_ONLY]
+        for name in options:
+            if name not in known:
+                raise NpsqueezeError(f"{self.task} has no option {name!r}; it takes "
+                                     + ", ".join(["batch_size", "max_length", *known]))
+        return options
+
+    def __call__(self, *args, batch_size: int | None = None, max_length: int | None = None, **options):
+        """The task's answers for `args` (see `predict`). `batch_size`, `max_length` and the task's
+        options given here hold for this call, over those given at construction."""
+        options = {**self.options, **self.check_options(options)}
+        return self.configured(batch_size, max_length).predict(*args, **options)
+
+    def predict(self, inputs):
+        raise NotImplementedError
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Pipeline":
@@ -114,7 +157,7 @@ class FillMask(Pipeline):
 
     task, head = "fill-mask", "mlm"
 
-    def __call__(self, inputs: str | list[str], top_k: int = 5):
+    def predict(self, inputs: str | list[str], *, top_k: int = 5):
         """For each text, its `top_k` candidates {"score", "token", "token_str", "sequence"}, best first;
         a list of such lists, one per [MASK], for a text with several masks (as transformers)."""
         texts, single = as_texts(inputs)
@@ -174,12 +217,23 @@ class TextClassification(Pipeline):
 
     task, head = "text-classification", "sequence"
 
-    def __call__(self, inputs: str | list[str], text_pair: str | list[str | None] | None = None):
-        """Every label {"label", "score"} for each input, best first."""
-        texts, single = as_texts(inputs)
-        _, pairs = as_batch(inputs, text_pair)
+    def __call__(self, inputs, *args, **options):
+        results = super().__call__(inputs, *args, **options)
+        # transformers puts a single text's answer in a list, unless the call itself gives top_k
+        return [results] if isinstance(inputs, str) and "top_k" not in options else results
+
+    def predict(self, inputs: str | list[str] | dict | list[dict], text_pair: str | list[str | None] | None = None,
+                *, top_k: int | None | str = "best"):
+        """The labels {"label", "score"} of each input: by default ("best") its best label; with
+        `top_k`, a list of the top_k best (None: every label), best first, as transformers returns them.
+        An input is a text, or a text and its `text_pair`, or a dict {"text", "text_pair"}."""
+        if top_k not in ("best", None):
+            check_count("top_k", top_k)
+        single = isinstance(inputs, (str, dict))
+        texts, pairs = text_pairs(inputs, text_pair)
         _, logits = self.run(lambda batch: self.forward(batch).logits, texts, pairs)
-        results = self.scores(np.stack(logits))  # -> [N, labels]
+        results = [labels[0] if top_k == "best" else labels[:top_k]
+                   for labels in self.scores(np.stack(logits))]  # -> [N, labels]
         return results[0] if single else results
 
     def scores(self, logits: np.ndarray) -> list:
@@ -195,24 +249,38 @@ class TextClassification(Pipeline):
                        key=lambda r: -r["score"]) for s in scores]
 
 
+def text_pairs(inputs, text_pair) -> tuple[list[str], list[str | None] | None]:
+    """Texts and pairs, from a text or texts (and `text_pair`), or from dicts {"text", "text_pair"}."""
+    dicts = [inputs] if isinstance(inputs, dict) else inputs
+    if not (isinstance(dicts, list) and dicts and all(isinstance(d, dict) for d in dicts)):
+        return as_batch(inputs, text_pair)
+    if text_pair is not None:
+        raise NpsqueezeError("give text_pair inside each input dict, or as an argument, not both")
+    for i, d in enumerate(dicts, 1):
+        if not isinstance(d.get("text"), str) or set(d) - {"text", "text_pair"}:
+            raise NpsqueezeError(f'input {i}: expected a dict {{"text": str, "text_pair": str}}, got keys {list(d)}')
+    return as_batch([d["text"] for d in dicts], [d.get("text_pair") for d in dicts])
+
+
 # --- token classification -----------------------------------------------------------------------
 
 class TokenClassification(Pipeline):
     """A label for each token (named entities, parts of speech), as transformers' pipeline returns them.
 
-    aggregation "none": one entry per WordPiece token {"entity", "score", "index", "word", "start",
+    aggregation_strategy "none": one entry per WordPiece token {"entity", "score", "index", "word", "start",
     "end"}; "simple": adjacent tokens of one entity (B-X then I-X ...) grouped into
     {"entity_group", "score" (mean), "word", "start", "end"}. Labels in `ignore_labels` are dropped.
     """
 
     task, head = "token-classification", "token"
 
-    def __call__(self, inputs: str | list[str], aggregation: str = "none", ignore_labels=("O",)):
-        if aggregation not in ("none", "simple"):
-            raise NpsqueezeError(f"aggregation must be 'none' or 'simple', got {aggregation!r}")
+    def predict(self, inputs: str | list[str], *, aggregation_strategy: str = "none", ignore_labels=("O",)):
+        """The entities of each text (a list per text), as transformers' pipeline returns them."""
+        if aggregation_strategy not in ("none", "simple"):
+            raise NpsqueezeError(f"aggregation_strategy must be 'none' or 'simple', got {aggregation_strategy!r}")
         texts, single = as_texts(inputs)
         encodings, logits = self.run(lambda batch: self.forward(batch).logits, texts)
-        results = [self.entities(t, e, x[:len(e.ids)], aggregation, ignore_labels)
+        results = [self.entities(t, e, x[:len(e.ids)], aggregation_strategy, ignore_labels)
                    for t, e, x in zip(texts, encodings, logits)]
         return results[0] if single else results
 
@@ -267,8 +335,8 @@ class QuestionAnswering(Pipeline):
     task, head = "question-answering", "qa"
     truncation = "only_second"
 
-    def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
-                 max_answer_len: int = 15, doc_stride: int | None = None):
+    def predict(self, question: str | list[str], context: str | list[str], *, top_k: int = 1,
+                max_answer_len: int = 15, doc_stride: int | None = None):
         """{"score", "start", "end", "answer"} (character offsets into the context) for each pair;
         a list of the `top_k` best when top_k > 1. `doc_stride`: the tokens that consecutive windows
         of a long context share (default: half the model's limit, at most 128, as in transformers 4)."""
@@ -363,7 +431,7 @@ class SentenceEmbedding(Pipeline):
         max_seq_length and lower-casing it declares; without, mean pooling as sentence-transformers."""
         return super().from_pretrained(path, **{**read_sentence_transformers(Path(path)), **kwargs})
 
-    def __call__(self, inputs: str | list[str]) -> np.ndarray:
+    def predict(self, inputs: str | list[str]) -> np.ndarray:
         """Embeddings, float32: [N, D] for a list of texts, [D] for one text."""
         texts, single = as_texts(inputs)
         if self.lowercase:
@@ -371,6 +439,22 @@ class SentenceEmbedding(Pipeline):
         _, vectors = self.run(self.pool, texts)
         vectors = np.stack(vectors)  # -> [N, D]
         return vectors[0] if single else vectors
+
+    def encode(self, sentences: str | list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               normalize_embeddings: bool = False) -> np.ndarray | list[np.ndarray]:
+        """sentence-transformers' `SentenceTransformer.encode`: [D] for one sentence, [N, D] for a list
+        (a list of N arrays [D] with convert_to_numpy=False). `normalize_embeddings` scales each to
+        length 1; `show_progress_bar` (None: as the pipeline was made) draws a bar over the batches."""
+        if convert_to_tensor:
+            raise NpsqueezeError("convert_to_tensor needs torch, which npsqueeze does not use: embeddings are "
+                                 "NumPy arrays")
+        if isinstance(sentences, list) and not sentences:
+            return np.zeros(0, np.float32) if convert_to_numpy else []  # as sentence-transformers
+        vectors = self.configured(batch_size, progress=show_progress_bar).predict(sentences)  # [N, D] or [D]
+        if normalize_embeddings:
+            vectors = unit(vectors)
+        return vectors if convert_to_numpy or vectors.ndim == 1 else list(vectors)
 
     def pool(self, batch) -> np.ndarray:
         h = self.hidden_states(batch)  # [N, W, C]
@@ -386,6 +470,21 @@ class SentenceEmbedding(Pipeline):
         if self.normalize:
             v = unit(v)
         return v.astype(np.float32, copy=False)
+
+
+class FeatureExtraction(Pipeline):
+    """The final hidden state of every token, as transformers' "feature-extraction" pipeline returns it:
+    for each text nested lists [1, W, C] (W: its tokens, [CLS] and [SEP] included), or with
+    `return_tensors=True` an array [1, W, C]. Any checkpoint: a head, if any, is not run."""
+
+    task = "feature-extraction"
+
+    def predict(self, inputs: str | list[str], *, return_tensors: bool = False):
+        texts, single = as_texts(inputs)
+        encodings, states = self.run(self.hidden_states, texts)  # rows [W_batch, C], padded
+        results = [h[None, :len(e.ids)] for e, h in zip(encodings, states)]  # -> [1, W, C]
+        results = results if return_tensors else [h.tolist() for h in results]
+        return results[0] if single else results
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -439,11 +538,13 @@ def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:
 
 
 TASKS = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
-                             SentenceEmbedding)}
+                             FeatureExtraction, SentenceEmbedding)}
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}  # as transformers'
 
 
 def pipeline(task: str, model: str | Path, **kwargs) -> Pipeline:
-    """The pipeline for `task` on the checkpoint folder `model` (kwargs: batch_size, max_length, progress)."""
-    if task not in TASKS:
-        raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join(TASKS)}")
-    return TASKS[task].from_pretrained(model, **kwargs)
+    """The pipeline for `task` on the checkpoint folder `model`. kwargs: batch_size, max_length,
+    progress, and the task's options (e.g. top_k), as defaults for every call."""
+    if ALIASES.get(task, task) not in TASKS:
+        raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join([*TASKS, *ALIASES])}")
+    return TASKS[ALIASES.get(task, task)].from_pretrained(model, **kwargs)

@@ -154,7 +154,7 @@ HYPOTHESES = ["The man is sleeping.", "Two women are drinking wine.", "Some men 
 def test_classify_matches_transformers_pipeline(checkpoint, family, config):
     folder, ref = checkpoint(family, "sequence", seed=2, **config)
     theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), top_k=None)
-    classify = npsqueeze.pipeline("text-classification", folder, batch_size=3)
+    classify = npsqueeze.pipeline("text-classification", folder, batch_size=3, top_k=None)
     with pytest.warns(UserWarning, match=r"1 of 4 inputs are longer than the model's limit of 64 tokens and "
                                          r"were truncated \(input 4\)"):
         results = classify(PREMISES, HYPOTHESES)
@@ -163,11 +163,83 @@ def test_classify_matches_transformers_pipeline(checkpoint, family, config):
     for p, h, ours in zip(PREMISES, HYPOTHESES, results):
         expected = theirs({"text": p, "text_pair": h}, truncation=True, max_length=64)
         assert_close_records(ours, expected, ("label",))
-    assert_close_records(classify(PREMISES[0], HYPOTHESES[0]), results[0], ("label",))
+    assert_close_records(classify(PREMISES[0], HYPOTHESES[0])[0], results[0], ("label",))
     singles = classify(PREMISES)
     for p, ours in zip(PREMISES, singles):
         assert_close_records(ours, theirs([p])[0], ("label",))
     assert singles != results  # the pair changes the answer: it reached the model
+
+
+def assert_close_answers(ours, theirs, rtol=1e-4, atol=1e-6):
+    """Answers of the same shape (nested lists and dicts), equal but for "score"s, which are close."""
+    assert type(ours) is type(theirs), (ours, theirs)
+    if isinstance(ours, list):
+        assert len(ours) == len(theirs)
+        for o, t in zip(ours, theirs):
+            assert_close_answers(o, t, rtol, atol)
+    elif isinstance(ours, dict):
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            if k == "score":
+                np.testing.assert_allclose(ours[k], float(theirs[k]), rtol=rtol, atol=atol)
+            else:
+                assert_close_answers(ours[k], theirs[k], rtol, atol)
+    else:
+        assert ours == theirs
+
+
+CLASSIFY_INPUTS = [PREMISES[0], PREMISES[:3], {"text": PREMISES[1], "text_pair": HYPOTHESES[1]},
+                   [{"text": PREMISES[2], "text_pair": HYPOTHESES[2]}, {"text": "x"}]]
+
+
+@pytest.mark.parametrize("construction", [{}, {"top_k": None}, {"top_k": 1}, {"top_k": 2}])
+def test_classify_answers_in_transformers_shapes(checkpoint, construction):
+    """Top label by default, top_k at construction or call (None: every label), dict inputs with
+    text_pair: the same answers, nested as transformers nests them."""
+    folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    theirs = transformers.pipeline("sentiment-analysis", model=ref, tokenizer=hf_tokenizer(folder), **construction)
+    ours = npsqueeze.pipeline("sentiment-analysis", folder, **construction)
+    assert isinstance(ours, npsqueeze.TextClassification)
+    for inputs in CLASSIFY_INPUTS:
+        for call in ({}, {"top_k": None}, {"top_k": 1}, {"top_k": 3}):
+            assert_close_answers(ours(inputs, **call), theirs(inputs, **call))
+    assert_close_answers(ours(PREMISES[0], text_pair=HYPOTHESES[0]), theirs(PREMISES[0], text_pair=HYPOTHESES[0]))
+    # batch_size and max_length for one call (max_length truncates, as the tokenizer's arguments in transformers)
+    with pytest.warns(UserWarning, match="limit of 8 tokens"):
+        short = ours(PREMISES[:3], batch_size=1, max_length=8)
+    assert_close_answers(short, theirs(PREMISES[:3], truncation=True, max_length=8))
+    assert (ours.batch_size, ours.max_length) == (32, 64)  # the pipeline's own settings are unchanged
+    assert_close_answers(ours(PREMISES[:3]), theirs(PREMISES[:3]))
+
+
+def test_pipeline_options_bad_names_and_values(checkpoint):
+    folder, _ = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    classify = npsqueeze.pipeline("text-classification", folder)
+    cases = [
+        (lambda: npsqueeze.pipeline("text-classification", folder, topk=2),
+         "text-classification has no option 'topk'; it takes batch_size, max_length, top_k"),
+        (lambda: npsqueeze.pipeline("text-classification", folder, text_pair="x"), "has no option 'text_pair'"),
+        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, inputs, text_pair, top_k"),
+        (lambda: classify("a", top_k=0), "top_k must be a positive integer, got 0"),
+        (lambda: classify("a", batch_size=0), "batch_size must be a positive integer"),
+        (lambda: classify("a", max_length=-3), "max_length must be a positive integer"),
+        (lambda: classify({"text": "a", "pair": "b"}), r"input 1: expected a dict \{"),
+        (lambda: classify([{"text": "a"}, {"text": 5}]), "input 2: expected a dict"),
+        (lambda: classify({"text": "a"}, "b"), "not both"),
+        (lambda: npsqueeze.pipeline("summarize", folder), "unknown task 'summarize'; .*sentiment-analysis, ner"),
+    ]
+    for call, match in cases:
+        with pytest.raises(NpsqueezeError, match=match):
+            call()
+
+
+def test_fill_mask_top_k_at_construction_or_call(checkpoint):
+    folder, ref = checkpoint("bert", "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder), top_k=2)
+    fill = npsqueeze.pipeline("fill-mask", folder, top_k=2)
+    for call in ({}, {"top_k": 4}):
+        assert_close_answers(fill(FILL[:2], **call), theirs(FILL[:2], **call))
+        assert_close_answers(fill(FILL[2], **call), theirs(FILL[2], **call))
 
 
 # --- token classification -----------------------------------------------------------------------
@@ -182,7 +254,7 @@ def test_token_classification_matches_transformers_pipeline(checkpoint, aggregat
     theirs = transformers.pipeline("token-classification", model=ref, tokenizer=hf_tokenizer(folder),
                                    aggregation_strategy=aggregation)
     tag = npsqueeze.pipeline("token-classification", folder, batch_size=2)
-    results = tag(NER, aggregation=aggregation)
+    results = tag(NER, aggregation_strategy=aggregation)
     keys = ("entity", "index", "word", "start", "end") if aggregation == "none" else (
         "entity_group", "word", "start", "end")
     n_entities = 0
@@ -196,6 +268,15 @@ def test_token_classification_matches_transformers_pipeline(checkpoint, aggregat
         assert_close_records(everything, theirs(NER[1], ignore_labels=[]), keys)
         assert (everything[0]["index"], everything[0]["word"]) == (1, "x" * 101)
         assert [e["index"] for e in everything] == list(range(1, len(hf_tokenizer(folder)(NER[1])["input_ids"]) - 1))
+
+
+def test_ner_alias_with_aggregation_at_construction(checkpoint):
+    folder, ref = checkpoint("bert", "token", seed=3, id2label=BIO, label2id={v: k for k, v in BIO.items()})
+    theirs = transformers.pipeline("ner", model=ref, tokenizer=hf_tokenizer(folder), aggregation_strategy="simple")
+    ours = npsqueeze.pipeline("ner", folder, aggregation_strategy="simple")
+    assert isinstance(ours, npsqueeze.TokenClassification)
+    assert_close_answers(ours(NER), theirs(NER))
+    assert_close_answers(ours(NER[0], ignore_labels=()), theirs(NER[0], ignore_labels=[]))
 
 
 # --- question answering -------------------------------------------------------------------------
@@ -275,6 +356,27 @@ def test_question_answering_bad_input_is_one_line(checkpoint, args, doc_stride, 
         qa(*args, doc_stride=doc_stride)
 
 
+# --- feature extraction -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["minilm", "squeezebert-mlm"])
+def test_feature_extraction_matches_transformers_pipeline(checkpoint, which):
+    """Every token's final hidden state, nested [1, W, C] per text; a head, if any, is not run."""
+    folder = minilm_path() if which == "minilm" else checkpoint("squeezebert", "mlm", seed=1)[0]
+    theirs = transformers.pipeline("feature-extraction", model=str(folder))
+    ours = npsqueeze.pipeline("feature-extraction", folder, batch_size=3)
+    texts = SENTENCES[:5] + [""]
+    results = ours(texts)
+    assert isinstance(results, list) and len(results) == len(texts)
+    for text, r in zip(texts, results):
+        expected = theirs(text)
+        assert isinstance(r, list) and isinstance(r[0][0], list) and isinstance(r[0][0][0], float)
+        assert np.shape(r) == np.shape(expected) == (1, len(theirs.tokenizer(text)["input_ids"]), len(r[0][0]))
+        np.testing.assert_allclose(r, expected, atol=1e-4, rtol=0)
+    one = ours(texts[0], return_tensors=True)
+    assert isinstance(one, np.ndarray) and one.shape == theirs(texts[0], return_tensors=True).shape
+    np.testing.assert_allclose(one, results[0], atol=1e-6)
+
+
 # --- sentence embeddings: the real all-MiniLM-L6-v2 ---------------------------------------------
 
 def reference_embeddings(folder, texts, modes=("mean",), normalize=True, max_length=256):
@@ -329,6 +431,52 @@ def test_batching_does_not_change_embeddings(minilm, minilm_reference):
     one_by_one = npsqueeze.SentenceEmbedding(minilm.model, minilm.tokenizer, pooling=("mean",), normalize=True,
                                              batch_size=1)
     np.testing.assert_allclose(one_by_one(SENTENCES), minilm_reference, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def sentence_transformers():
+    st = pytest.importorskip("sentence_transformers", reason="the test extra installs sentence-transformers")
+    return st.SentenceTransformer
+
+
+def test_encode_matches_sentence_transformers(minilm, sentence_transformers):
+    """encode() as SentenceTransformer.encode on the real all-MiniLM-L6-v2: shapes and values."""
+    theirs = sentence_transformers(str(minilm_path()), device="cpu")
+    texts = SENTENCES + ["", "word " * 300]  # an empty text is an input too; the last is truncated to 256
+    with pytest.warns(UserWarning, match="truncated"):
+        ours = minilm.encode(texts)
+    expected = theirs.encode(texts)
+    assert ours.shape == expected.shape == (len(texts), 384) and ours.dtype == expected.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    one = minilm.encode(SENTENCES[0])
+    assert one.shape == theirs.encode(SENTENCES[0]).shape == (384,)
+    np.testing.assert_allclose(one, expected[0], atol=1e-5, rtol=0)
+    as_list = minilm.encode(SENTENCES[:3], batch_size=2, normalize_embeddings=True, convert_to_numpy=False)
+    theirs_list = theirs.encode(SENTENCES[:3], batch_size=2, normalize_embeddings=True, convert_to_numpy=False)
+    assert isinstance(as_list, list) and [v.shape for v in as_list] == [tuple(t.shape) for t in theirs_list]
+    np.testing.assert_allclose(as_list, [t.numpy() for t in theirs_list], atol=1e-5, rtol=0)
+    assert minilm.encode([]).shape == theirs.encode([]).shape == (0,)
+    assert minilm.encode([], convert_to_numpy=False) == []
+    with pytest.raises(NpsqueezeError, match="convert_to_tensor needs torch"):
+        minilm.encode(SENTENCES, convert_to_tensor=True)
+
+
+def test_encode_normalizes_on_request(checkpoint, sentence_transformers, capsys):
+    """A plain checkpoint (mean pooling, not normalized), as sentence-transformers loads one."""
+    folder, _ = checkpoint("bert", None, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no sentence-transformers model found ... mean pooling"
+        theirs = sentence_transformers(str(folder), device="cpu")
+    ours = npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    for normalize in (False, True):
+        np.testing.assert_allclose(ours.encode(SENTENCES, normalize_embeddings=normalize),
+                                   theirs.encode(SENTENCES, normalize_embeddings=normalize), atol=2e-5, rtol=1e-5)
+    assert abs(np.linalg.norm(ours.encode(SENTENCES[0])) - 1) > 0.1  # so normalizing did something
+    capsys.readouterr()
+    ours.encode(SENTENCES, batch_size=2, show_progress_bar=True)
+    assert "sentence-embedding" in capsys.readouterr().err
+    ours.encode(SENTENCES, batch_size=2)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("modes, normalize", [(("cls",), False), (("max",), True),
@@ -387,7 +535,7 @@ def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):
     folder, _ = checkpoint("squeezebert", "mlm", seed=1)
     embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
     assert (embed.pooling, embed.normalize) == (("mean",), False)
-    h = npsqueeze.from_pretrained(folder)
+    h = npsqueeze.SqueezeBertModel.from_pretrained(folder)  # the base model of the MLM checkpoint
     enc = embed.tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
     out = h(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
     m = enc["attention_mask"][..., None]

@@ -167,7 +167,7 @@ def run_classify(args) -> None:
     classify = load(TextClassification, args)
     texts, pairs = [t for t, _ in inputs], [p for _, p in inputs]
     with warnings_to_stderr(args.command):
-        results = classify(texts, pairs if any(p is not None for p in pairs) else None)
+        results = classify(texts, pairs if any(p is not None for p in pairs) else None, top_k=None)
     if args.json:
         return emit_json({"text": t, **({"pair": p} if p is not None else {}), "labels": r}
                          for t, p, r in zip(texts, pairs, results))
