@@ -620,14 +620,19 @@ def test_cli_classify_pairs_and_jsonl(checkpoint, capsys, tmp_path):
 
 
 def test_cli_embed_stdin_file_and_table(capsys, monkeypatch, tmp_path, minilm_reference):
+    """One answer per line, blank lines included (an empty text), in order, with the line numbers."""
     model = minilm_path()
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:3]) + "\n\n"))
-    (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\n")
-    code, out, err = run_cli(capsys, "embed", model, "-", "--file", tmp_path / "more.txt", "--json")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:2]) + "\n\n" + SENTENCES[2] + "\n"))
+    (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\r\n\n")  # CRLF, and a blank last line
+    code, out, err = run_cli(capsys, "embed", model, "--json", SENTENCES[5], "-", "--file", tmp_path / "more.txt")
     assert code == 0 and err == ""
     records = json_lines(out)
-    assert [r["text"] for r in records] == SENTENCES[:5]
-    np.testing.assert_allclose([r["embedding"] for r in records], minilm_reference[:5], atol=1e-5)
+    assert [(r.get("line"), r["text"]) for r in records] == [
+        (None, SENTENCES[5]), (1, SENTENCES[0]), (2, SENTENCES[1]), (3, ""), (4, SENTENCES[2]),
+        (1, SENTENCES[3]), (2, SENTENCES[4]), (3, "")]
+    expected = reference_embeddings(minilm_path(), [r["text"] for r in records])
+    np.testing.assert_allclose([r["embedding"] for r in records], expected, atol=1e-5)
+    np.testing.assert_allclose(expected[[1, 2, 4]], minilm_reference[:3], atol=1e-6)
     code, out, _ = run_cli(capsys, "embed", model, *SENTENCES[:3])
     assert code == 0
     assert "384 dims, mean pooling, normalized" in out
@@ -650,12 +655,21 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 5}\n')
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"\n')
     (tmp_path / "pairs.jsonl").write_text('{"text": "ok", "pair": "p"}\n')
+    (tmp_path / "folder.npy").mkdir()
     no_vocab = tmp_path / "no_vocab"
     shutil.copytree(mlm, no_vocab)
     (no_vocab / "vocab.txt").unlink()
     cases = [
         (["embed", minilm_path()], "no input"),
-        (["embed", minilm_path(), "  "], "text 1 is empty"),
+        (["embed", minilm_path(), "x", "--max-length", "0"], "max_length must be a positive integer"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "e.txt"], r"e.txt: the name must end in .npy or .jsonl"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "no" / "e.npy"], "e.npy: no folder .*no"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "folder.npy"], "folder.npy: is a folder"),
+        (["classify", "squeezebert-mnli", "x"], r"squeezebert-mnli is a bundled config without weights: .*"
+                                                r"see .*weights.*README.md for how to get it"),
+        (["fill-mask", "squeezebert-uncased", "a [MASK]"], "bundled config without weights"),
+        (["embed", "bert-base-uncased", "x"], "bundled config without weights"),
+        (["classify", nli, "x", "--top-k", "0"], "top_k must be a positive integer"),
         (["embed", minilm_path(), "--file", tmp_path / "absent.txt"], "cannot read .*absent.txt"),
         (["embed", minilm_path(), "--file", tmp_path / "latin1.txt"], "cannot read .*latin1.txt"),
         (["embed", minilm_path(), "--file", tmp_path / "bad.jsonl"], 'bad.jsonl:2: expected an object .*"text"'),
@@ -670,11 +684,83 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch
         (["classify", nli, "a", "b", "c", "--pair", "x", "--pair", "y"], "give --pair once, or once per text"),
         (["classify", nli, "--file", tmp_path / "pairs.jsonl", "--pair", "y"], "--pair cannot be combined"),
     ]
+    monkeypatch.chdir(tmp_path)  # no folder named as a bundled model here
     for argv, match in cases:
         code, out, err = run_cli(capsys, *argv)
         check_one_line_error(code, out, err, argv, match)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8"))
     check_one_line_error(*run_cli(capsys, "embed", minilm_path(), "-"), ["embed"], "cannot read stdin")
+
+
+def test_cli_options_anywhere_and_mistyped_options(checkpoint, capsys):
+    """Options before, between and after the texts; a typo gets the subcommand's usage and a guess."""
+    folder, ref = checkpoint("bert", "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder))
+    code, out, err = run_cli(capsys, "fill-mask", "--top-k", 2, folder, "--json", FILL[0], "--batch-size", 1, FILL[1])
+    assert code == 0 and err == ""
+    for r, text in zip(json_lines(out), FILL[:2]):
+        assert r["text"] == text and "line" not in r
+        assert_close_answers(r["predictions"], theirs(text, top_k=2))
+    for argv, guess in ((["embed", minilm_path(), "--flie", "x.txt"], "--file"),
+                        (["embed", minilm_path(), "x", "--josn"], "--json"),
+                        (["classify", folder, "x", "--top_k=2"], "--top-k"),
+                        (["bench", "--repat", "3"], "--repeat"),
+                        (["report", "--seqlen", "64"], "--seq-len")):
+        with pytest.raises(SystemExit) as e:
+            run_cli(capsys, *argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"usage: npsqueeze {argv[0]} "), err
+        assert err.splitlines()[-1].startswith(f"npsqueeze {argv[0]}: error: unrecognized arguments: ")
+        assert err.endswith(f"(did you mean {guess}?)\n"), err
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "embed", minilm_path(), "x", "--zzzzzz")
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_cli_help_names_what_each_command_takes(capsys):
+    helps = {}
+    for command in ("fill-mask", "classify", "embed"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+        assert "--max-length N" in helps[command] and "--file FILE" in helps[command]
+    assert "pair" not in helps["embed"].lower() and "pair" not in helps["fill-mask"].lower()
+    assert '"pair"' in helps["classify"] and "--pair TEXT" in helps["classify"]
+    assert "--out FILE" in helps["embed"] and "--top-k K" in helps["classify"]
+
+
+def test_cli_embed_out_npy_and_jsonl(capsys, tmp_path, minilm_reference):
+    """--out writes the embeddings whole, through a temporary file, or leaves the old file as it was."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SENTENCES[:3]) + "\n")
+    code, out, err = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--out", tmp_path / "e.npy")
+    assert code == 0 and out == "" and err == f"wrote {tmp_path / 'e.npy'}: 3 embeddings of 384 dims\n"
+    saved = np.load(tmp_path / "e.npy")
+    assert saved.shape == (3, 384) and saved.dtype == np.float32
+    np.testing.assert_allclose(saved, minilm_reference[:3], atol=1e-5)
+    code, out, _ = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--out", tmp_path / "e.jsonl")
+    _, printed, _ = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--json")
+    assert code == 0 and out == "" and (tmp_path / "e.jsonl").read_text() == printed
+    assert [r["line"] for r in json_lines(printed)] == [1, 2, 3]
+    code, _, err = run_cli(capsys, "embed", minilm_path(), "--file", tmp_path / "absent.txt", "--out", tmp_path / "e.npy")
+    assert code == 2 and np.array_equal(np.load(tmp_path / "e.npy"), saved)  # a failed run leaves it whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl", "e.npy", "texts.txt"]  # no temporary file left
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "embed", minilm_path(), "x", "--json", "--out", tmp_path / "e.npy")
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_max_length_and_top_k(checkpoint, capsys):
+    long_text = "Grouped convolutions make BERT faster on phones. " * 4
+    code, out, err = run_cli(capsys, "embed", minilm_path(), long_text, "--max-length", 8, "--json")
+    assert code == 0 and "limit of 8 tokens" in err
+    np.testing.assert_allclose(json_lines(out)[0]["embedding"],
+                               reference_embeddings(minilm_path(), [long_text], max_length=8)[0], atol=1e-5)
+    folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder))
+    code, out, _ = run_cli(capsys, "classify", folder, PREMISES[0], PREMISES[1], "--top-k", 2, "--json")
+    for r, p in zip(json_lines(out), PREMISES):
+        assert_close_answers(r["labels"], theirs(p, top_k=2))
 
 
 def check_one_line_error(code, out, err, argv, match):
