@@ -78,13 +78,13 @@ class Pipeline:
         return pipe
 
     def check_options(self, options: dict, construction: bool = False) -> dict:
-        """`options` if `predict` takes them all (at construction: only its keyword-only options)."""
+        """`options` if `predict` takes them all: its keyword-only options, and in a call its inputs too."""
         params = inspect.signature(self.predict).parameters
-        known = [k for k, p in params.items() if not construction or p.kind is p.KEYWORD_ONLY]
+        own = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
         for name in options:
-            if name not in known:
+            if name not in (own if construction else params):
                 raise NpsqueezeError(f"{self.task} has no option {name!r}; it takes "
-                                     + ", ".join(["batch_size", "max_length", *known]))
+                                     + ", ".join(["batch_size", "max_length", *own]))
         return options
 
     def __call__(self, *args, batch_size: int | None = None, max_length: int | None = None, **options):
@@ -545,6 +545,7 @@ ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classifica
 def pipeline(task: str, model: str | Path, **kwargs) -> Pipeline:
     """The pipeline for `task` on the checkpoint folder `model`. kwargs: batch_size, max_length,
     progress, and the task's options (e.g. top_k), as defaults for every call."""
-    if ALIASES.get(task, task) not in TASKS:
+    name = ALIASES.get(task, task)
+    if name not in TASKS:
         raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join([*TASKS, *ALIASES])}")
-    return TASKS[ALIASES.get(task, task)].from_pretrained(model, **kwargs)
+    return TASKS[name].from_pretrained(model, **kwargs)

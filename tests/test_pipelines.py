@@ -219,7 +219,7 @@ def test_pipeline_options_bad_names_and_values(checkpoint):
         (lambda: npsqueeze.pipeline("text-classification", folder, topk=2),
          "text-classification has no option 'topk'; it takes batch_size, max_length, top_k"),
         (lambda: npsqueeze.pipeline("text-classification", folder, text_pair="x"), "has no option 'text_pair'"),
-        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, inputs, text_pair, top_k"),
+        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, top_k$"),
         (lambda: classify("a", top_k=0), "top_k must be a positive integer, got 0"),
         (lambda: classify("a", batch_size=0), "batch_size must be a positive integer"),
         (lambda: classify("a", max_length=-3), "max_length must be a positive integer"),
