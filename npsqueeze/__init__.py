@@ -18,8 +18,8 @@ from .model import (
     SqueezeBertModel,
     from_pretrained,
 )
-from .pipelines import (FillMask, QuestionAnswering, SentenceEmbedding, TextClassification, TokenClassification,
-                        cosine_similarity, pipeline)
+from .pipelines import (FeatureExtraction, FillMask, QuestionAnswering, SentenceEmbedding, TextClassification,
+                        TokenClassification, cosine_similarity, pipeline)
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"

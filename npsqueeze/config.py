@@ -147,6 +147,9 @@ def load_config(spec: str) -> tuple[str, Config]:
 def checkpoint_folder(path: str | Path) -> Path:
     """`path` as a Path, if it is a folder; else a one-line error."""
     path = Path(path)
+    if not path.is_dir() and str(path) in BUNDLED:
+        raise NpsqueezeError(f"{path} is a bundled config without weights: running it needs the checkpoint, "
+                             f"see {WEIGHTS_DIR / 'README.md'} for how to get it")
     if not path.is_dir():
         raise NpsqueezeError(f"no checkpoint folder at {path}")
     return path

@@ -9,7 +9,7 @@ are padded to one length W, the sum of their lengths when they are packed withou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -91,17 +91,47 @@ def mlm_head(h, p, cfg: Config) -> np.ndarray:
 
 @dataclass
 class ModelOutput:
-    """What a model returns; the field names are transformers'. Arrays are float32."""
+    """What a model returns, with transformers' field names. Arrays are float32.
 
-    last_hidden_state: np.ndarray | None = None  # [batch, seq, hidden]
-    pooler_output: np.ndarray | None = None  # [batch, hidden]
+    As transformers' ModelOutput, it is also an ordered mapping of the fields that are set (not None):
+    `keys()`, `values()`, `items()`, `out["logits"]`, `"logits" in out`, iteration over the keys,
+    and `to_tuple()`, whose order `out[0]` indexes: a head model's output starts with its logits.
+    """
+
+    last_hidden_state: np.ndarray | None = None  # [batch, seq, hidden]: the base model
+    pooler_output: np.ndarray | None = None  # [batch, hidden]: the base model
     logits: np.ndarray | None = None
     start_logits: np.ndarray | None = None  # question answering: [batch, seq]
     end_logits: np.ndarray | None = None
     hidden_states: tuple | None = None  # with output_hidden_states=True: embeddings + each layer
 
-    def __getitem__(self, key: str):
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key: str | int | slice):
+        if not isinstance(key, str):
+            return self.to_tuple()[key]
+        if key not in self.keys():
+            raise KeyError(key)
         return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
 
 class SqueezeBertModel:
@@ -133,7 +163,8 @@ class SqueezeBertModel:
                            output_hidden_states)
         for name in ("last_hidden_state", *self.per_position):
             rows = getattr(out, name)
-            setattr(out, name, rows.reshape(N, W, *rows.shape[1:]))  # [M, ...] -> [N, W, ...]
+            if rows is not None:
+                setattr(out, name, rows.reshape(N, W, *rows.shape[1:]))  # [M, ...] -> [N, W, ...]
         if output_hidden_states:
             out.hidden_states = tuple(s.reshape(N, W, -1) for s in out.hidden_states)  # [M, C] -> [N, W, C]
         return out
@@ -149,6 +180,8 @@ class SqueezeBertModel:
         if has_pooler(self.head):
             out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
         self.head_forward(out)
+        if self.head is not None:  # as in transformers, a head model returns its head's outputs (+ hidden_states)
+            out.last_hidden_state = out.pooler_output = None
         return out
 
     def head_forward(self, out: ModelOutput) -> None:

@@ -3,17 +3,21 @@
     fill = npsqueeze.pipeline("fill-mask", "path/to/checkpoint")
     fill("The capital of France is [MASK].")   # [{"score", "token", "token_str", "sequence"}, ...]
 
-Tasks: "fill-mask", "text-classification", "token-classification", "question-answering" and
-"sentence-embedding". A pipeline tokenizes every input, sorts the inputs by length, and runs them in
-batches packed without padding: the texts of a batch stand side by side as one row of positions
-(see ops.py), so no position is computed that nobody reads. It returns one result per input, in
-input order. Texts longer than the model's limit are truncated, with a warning;
-question answering instead reads a long context in overlapping windows.
+Tasks: "fill-mask", "text-classification" (alias "sentiment-analysis"), "token-classification"
+(alias "ner"), "question-answering", "feature-extraction" and "sentence-embedding". Options such as
+`top_k`, `batch_size` and `max_length` go to `pipeline(...)` as defaults, or to a call, as in
+transformers, and answers come in transformers' shapes. A pipeline tokenizes every input, sorts the
+inputs by length, and runs them in batches packed without padding: the texts of a batch stand side
+by side as one row of positions (see ops.py), so no position is computed that nobody reads. It
+returns one result per input, in input order. Texts longer than the model's limit are truncated,
+with a warning; question answering instead reads a long context in overlapping windows.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import warnings
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,7 +44,9 @@ class Pipeline:
 
     `head` is the model head the task needs (None: any model). Inputs are truncated to the model's
     limit: the smallest of max_position_embeddings, the tokenizer's model_max_length and `max_length`.
-    `progress` shows a progress bar (on stderr) when there is more than one batch.
+    `progress` shows a progress bar (on stderr) when there is more than one batch. `options` are
+    the task's own options (the keyword-only arguments of its `predict`, e.g. top_k), as defaults
+    for every call.
 
     `threads` sets the BLAS threads of this process (None: leave them as they are). With `workers`
     > 1, large inputs (at least MIN_BATCHES_PER_WORKER batches per worker) run in that many worker
@@ -56,21 +62,59 @@ class Pipeline:
 
     def __init__(self, model: SqueezeBertModel, tokenizer: Tokenizer, batch_size: int = 32,
                  max_length: int | None = None, progress: bool = False, threads: int | None = None,
-                 workers: int = 1, executor: Executor | None = None):
+                 workers: int = 1, executor: Executor | None = None, **options):
         if self.head is not None and model.head != self.head:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
-        check_count("batch_size", batch_size)
+        self.model, self.tokenizer, self.progress = model, tokenizer, progress
+        self.configure(batch_size, max_length)
+        self.options = self.check_options(options, construction=True)
         check_count("workers", workers)
         if threads is not None:
             check_count("threads", threads)
             set_threads(threads)
-        limits = [model.config.max_position_embeddings, tokenizer.model_max_length, max_length]
-        self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
-        self.max_length = min(n for n in limits if n is not None)
         self.workers, self.executor = workers, executor
+        self.started: dict[str, Executor] = {}  # {"pool": the worker processes this pipeline started}, kept
+        # for its next call and shared with the per-call copies of `configured`
         self.source: tuple[str, dict] | None = None  # (folder, settings): what a worker loads, see __reduce__
+
+    def configure(self, batch_size: int, max_length: int | None) -> None:
+        check_count("batch_size", batch_size)
+        if max_length is not None:
+            check_count("max_length", max_length)
+        limits = [self.model.config.max_position_embeddings, self.tokenizer.model_max_length, max_length]
+        self.batch_size, self.max_length = batch_size, min(n for n in limits if n is not None)
+
+    def configured(self, batch_size: int | None = None, max_length: int | None = None,
+                   progress: bool | None = None) -> "Pipeline":
+        """This pipeline, or for settings given (not None) a copy with them, for one call."""
+        if batch_size is None and max_length is None and progress is None:
+            return self
+        pipe = copy.copy(self)
+        pipe.configure(self.batch_size if batch_size is None else batch_size,
+                       self.max_length if max_length is None else max_length)
+        pipe.progress = self.progress if progress is None else progress
+        return pipe
+
+    def check_options(self, options: dict, construction: bool = False) -> dict:
+        """`options` if `predict` takes them all: its keyword-only options, and in a call its inputs too."""
+        params = inspect.signature(self.predict).parameters
+        own = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
+        for name in options:
+            if name not in (own if construction else params):
+                raise NpsqueezeError(f"{self.task} has no option {name!r}; it takes "
+                                     + ", ".join(["batch_size", "max_length", *own]))
+        return options
+
+    def __call__(self, *args, batch_size: int | None = None, max_length: int | None = None, **options):
+        """The task's answers for `args` (see `predict`). `batch_size`, `max_length` and the task's
+        options given here hold for this call, over those given at construction."""
+        options = {**self.options, **self.check_options(options)}
+        return self.configured(batch_size, max_length).predict(*args, **options)
+
+    def predict(self, inputs):
+        raise NotImplementedError
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Pipeline":
@@ -86,7 +130,7 @@ class Pipeline:
             raise NpsqueezeError("only a pipeline made by from_pretrained(folder) can run in worker processes")
         path, kwargs = self.source
         kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "workers", "executor")}
-        return shared, (type(self), path, tuple(sorted((kwargs | {"threads": 1}).items())))
+        return shared, (type(self), path, kwargs | {"threads": 1})
 
     def run(self, fn: Callable, texts: list[str], pairs: list[str | None] | None = None
             ) -> tuple[list[Encoding], list]:
@@ -118,16 +162,14 @@ class Pipeline:
                 for i, result in zip(rows, rows_out):
                     results[i] = result
         except KeyboardInterrupt:
-            if pool is not None and pool is not self.executor:
-                stop(pool)
-                self._pool = None
+            if self.started.get("pool") is pool is not None:
+                stop(self.started.pop("pool"))
             raise
         except BrokenProcessPool as e:
-            self._pool = None
+            self.started.pop("pool", None)
             raise NpsqueezeError(f"a worker process ended unexpectedly ({e})") from None
         return results
 
-    _pool: Executor | None = None  # the worker processes this pipeline started, kept for its next call
     MIN_BATCHES_PER_WORKER = 4  # fewer: starting the workers would cost more than they save
 
     def executor_for(self, n_batches: int) -> Executor | None:
@@ -137,23 +179,26 @@ class Pipeline:
             return self.executor
         if self.workers < 2 or n_batches < self.MIN_BATCHES_PER_WORKER * self.workers:
             return None
-        if self._pool is None:
+        if "pool" not in self.started:
             if self.source is None:
                 self.__reduce__()  # raises: workers load the checkpoint from its folder
-            self._pool = worker_pool(self.workers)
-        return self._pool
+            self.started["pool"] = worker_pool(self.workers)
+        return self.started["pool"]
 
     def close(self) -> None:
         """Stop this pipeline's worker processes, if it started any."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        if "pool" in self.started:
+            self.started.pop("pool").shutdown()
 
     def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The base model's last hidden state, one row per position of the packed batch: [M, C]."""
         cfg = self.model.config
         check_ids(cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])
         return transformer(self.model.params, cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])[0]
+
+    def token_states(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The last hidden state of each sequence: [W_n, C]."""
+        return split(self.hidden_states(batch), batch)
 
     def forward(self, batch: dict[str, np.ndarray]) -> ModelOutput:
         """The model, head included, on a packed batch: outputs [M, ...] per position, [N, ...] per sequence."""
@@ -196,7 +241,7 @@ class FillMask(Pipeline):
 
     task, head = "fill-mask", "mlm"
 
-    def __call__(self, inputs: str | list[str], top_k: int = 5):
+    def predict(self, inputs: str | list[str], *, top_k: int = 5):
         """For each text, its `top_k` candidates {"score", "token", "token_str", "sequence"}, best first;
         a list of such lists, one per [MASK], for a text with several masks (as transformers)."""
         texts, single = as_texts(inputs)
@@ -254,12 +299,23 @@ class TextClassification(Pipeline):
 
     task, head = "text-classification", "sequence"
 
-    def __call__(self, inputs: str | list[str], text_pair: str | list[str | None] | None = None):
-        """Every label {"label", "score"} for each input, best first."""
-        texts, single = as_texts(inputs)
-        _, pairs = as_batch(inputs, text_pair)
+    def __call__(self, inputs, *args, **options):
+        results = super().__call__(inputs, *args, **options)
+        # transformers puts a single text's answer in a list, unless the call itself gives top_k
+        return [results] if isinstance(inputs, str) and "top_k" not in options else results
+
+    def predict(self, inputs: str | list[str] | dict | list[dict], text_pair: str | list[str | None] | None = None,
+                *, top_k: int | None | str = "best"):
+        """The labels {"label", "score"} of each input: by default ("best") its best label; with
+        `top_k`, a list of the top_k best (None: every label), best first, as transformers returns them.
+        An input is a text, or a text and its `text_pair`, or a dict {"text", "text_pair"}."""
+        if top_k not in ("best", None):
+            check_count("top_k", top_k)
+        single = isinstance(inputs, (str, dict))
+        texts, pairs = text_pairs(inputs, text_pair)
         _, logits = self.run(self.logits, texts, pairs)
-        results = self.scores(np.stack(logits))  # -> [N, labels]
+        results = [labels[0] if top_k == "best" else labels[:top_k]
+                   for labels in self.scores(np.stack(logits))]  # -> [N, labels]
         return results[0] if single else results
 
     def scores(self, logits: np.ndarray) -> list:
@@ -275,24 +331,38 @@ class TextClassification(Pipeline):
                        key=lambda r: -r["score"]) for s in scores]
 
 
+def text_pairs(inputs, text_pair) -> tuple[list[str], list[str | None] | None]:
+    """Texts and pairs, from a text or texts (and `text_pair`), or from dicts {"text", "text_pair"}."""
+    dicts = [inputs] if isinstance(inputs, dict) else inputs
+    if not (isinstance(dicts, list) and dicts and all(isinstance(d, dict) for d in dicts)):
+        return as_batch(inputs, text_pair)
+    if text_pair is not None:
+        raise NpsqueezeError("give text_pair inside each input dict, or as an argument, not both")
+    for i, d in enumerate(dicts, 1):
+        if not isinstance(d.get("text"), str) or set(d) - {"text", "text_pair"}:
+            raise NpsqueezeError(f'input {i}: expected a dict {{"text": str, "text_pair": str}}, got keys {list(d)}')
+    return as_batch([d["text"] for d in dicts], [d.get("text_pair") for d in dicts])
+
+
 # --- token classification -----------------------------------------------------------------------
 
 class TokenClassification(Pipeline):
     """A label for each token (named entities, parts of speech), as transformers' pipeline returns them.
 
-    aggregation "none": one entry per WordPiece token {"entity", "score", "index", "word", "start",
+    aggregation_strategy "none": one entry per WordPiece token {"entity", "score", "index", "word", "start",
     "end"}; "simple": adjacent tokens of one entity (B-X then I-X ...) grouped into
     {"entity_group", "score" (mean), "word", "start", "end"}. Labels in `ignore_labels` are dropped.
     """
 
     task, head = "token-classification", "token"
 
-    def __call__(self, inputs: str | list[str], aggregation: str = "none", ignore_labels=("O",)):
-        if aggregation not in ("none", "simple"):
-            raise NpsqueezeError(f"aggregation must be 'none' or 'simple', got {aggregation!r}")
+    def predict(self, inputs: str | list[str], *, aggregation_strategy: str = "none", ignore_labels=("O",)):
+        """The entities of each text (a list per text), as transformers' pipeline returns them."""
+        if aggregation_strategy not in ("none", "simple"):
+            raise NpsqueezeError(f"aggregation_strategy must be 'none' or 'simple', got {aggregation_strategy!r}")
         texts, single = as_texts(inputs)
         encodings, logits = self.run(self.logits, texts)
-        results = [self.entities(t, e, x, aggregation, ignore_labels)
+        results = [self.entities(t, e, x, aggregation_strategy, ignore_labels)
                    for t, e, x in zip(texts, encodings, logits)]
         return results[0] if single else results
 
@@ -347,8 +417,8 @@ class QuestionAnswering(Pipeline):
     task, head = "question-answering", "qa"
     truncation = "only_second"
 
-    def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
-                 max_answer_len: int = 15, doc_stride: int | None = None):
+    def predict(self, question: str | list[str], context: str | list[str], *, top_k: int = 1,
+                max_answer_len: int = 15, doc_stride: int | None = None):
         """{"score", "start", "end", "answer"} (character offsets into the context) for each pair;
         a list of the `top_k` best when top_k > 1. `doc_stride`: the tokens that consecutive windows
         of a long context share (default: half the model's limit, at most 128, as in transformers 4)."""
@@ -443,7 +513,7 @@ class SentenceEmbedding(Pipeline):
         max_seq_length and lower-casing it declares; without, mean pooling as sentence-transformers."""
         return super().from_pretrained(path, **{**read_sentence_transformers(Path(path)), **kwargs})
 
-    def __call__(self, inputs: str | list[str]) -> np.ndarray:
+    def predict(self, inputs: str | list[str]) -> np.ndarray:
         """Embeddings, float32: [N, D] for a list of texts, [D] for one text."""
         texts, single = as_texts(inputs)
         if self.lowercase:
@@ -451,6 +521,22 @@ class SentenceEmbedding(Pipeline):
         _, vectors = self.run(self.pool, texts)
         vectors = np.stack(vectors)  # -> [N, D]
         return vectors[0] if single else vectors
+
+    def encode(self, sentences: str | list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               normalize_embeddings: bool = False) -> np.ndarray | list[np.ndarray]:
+        """sentence-transformers' `SentenceTransformer.encode`: [D] for one sentence, [N, D] for a list
+        (a list of N arrays [D] with convert_to_numpy=False). `normalize_embeddings` scales each to
+        length 1; `show_progress_bar` (None: as the pipeline was made) draws a bar over the batches."""
+        if convert_to_tensor:
+            raise NpsqueezeError("convert_to_tensor needs torch, which npsqueeze does not use: embeddings are "
+                                 "NumPy arrays")
+        if isinstance(sentences, list) and not sentences:
+            return np.zeros(0, np.float32) if convert_to_numpy else []  # as sentence-transformers
+        vectors = self.configured(batch_size, progress=show_progress_bar).predict(sentences)  # [N, D] or [D]
+        if normalize_embeddings:
+            vectors = unit(vectors)
+        return vectors if convert_to_numpy or vectors.ndim == 1 else list(vectors)
 
     def pool(self, batch) -> np.ndarray:
         h = self.hidden_states(batch)  # [M, C]
@@ -465,6 +551,21 @@ class SentenceEmbedding(Pipeline):
         if self.normalize:
             v = unit(v)
         return v.astype(np.float32, copy=False)
+
+
+class FeatureExtraction(Pipeline):
+    """The final hidden state of every token, as transformers' "feature-extraction" pipeline returns it:
+    for each text nested lists [1, W, C] (W: its tokens, [CLS] and [SEP] included), or with
+    `return_tensors=True` an array [1, W, C]. Any checkpoint: a head, if any, is not run."""
+
+    task = "feature-extraction"
+
+    def predict(self, inputs: str | list[str], *, return_tensors: bool = False):
+        texts, single = as_texts(inputs)
+        _, states = self.run(self.token_states, texts)
+        results = [h[None] for h in states]  # [W, C] -> [1, W, C]
+        results = results if return_tensors else [h.tolist() for h in results]
+        return results[0] if single else results
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -517,18 +618,26 @@ def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:
     return modes
 
 
-@functools.lru_cache(maxsize=None)
-def shared(cls: type[Pipeline], path: str, settings: tuple) -> Pipeline:
+_shared: dict[str, Pipeline] = {}
+
+
+def shared(cls: type[Pipeline], path: str, settings: dict) -> Pipeline:
     """`cls.from_pretrained(path, **settings)`, loaded once per process: how a worker gets its pipeline."""
-    return cls.from_pretrained(path, **dict(settings))
+    key = repr((cls, path, sorted(settings.items())))
+    if key not in _shared:
+        _shared[key] = cls.from_pretrained(path, **settings)
+    return _shared[key]
 
 
 TASKS = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
-                             SentenceEmbedding)}
+                             FeatureExtraction, SentenceEmbedding)}
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}  # as transformers'
 
 
 def pipeline(task: str, model: str | Path, **kwargs) -> Pipeline:
-    """The pipeline for `task` on the checkpoint folder `model` (kwargs: batch_size, max_length, progress)."""
-    if task not in TASKS:
-        raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join(TASKS)}")
-    return TASKS[task].from_pretrained(model, **kwargs)
+    """The pipeline for `task` on the checkpoint folder `model`. kwargs: batch_size, max_length,
+    progress, and the task's options (e.g. top_k), as defaults for every call."""
+    name = ALIASES.get(task, task)
+    if name not in TASKS:
+        raise NpsqueezeError(f"unknown task {task!r}; npsqueeze has {', '.join([*TASKS, *ALIASES])}")
+    return TASKS[name].from_pretrained(model, **kwargs)

@@ -1,4 +1,4 @@
-"""BERT's WordPiece tokenizer, on the `tokenizers` library: text -> int64 id arrays for the model.
+"""BERT's WordPiece tokenizer, on the `tokenizers` library: text -> token ids for the model, and back.
 
 SqueezeBERT uses BERT's tokenizer and vocabulary unchanged (paper, section 5.1). The pipeline is BERT's:
 normalize (clean control characters, space out CJK characters, lower-case and strip accents), split
@@ -101,23 +101,35 @@ class Tokenizer:
 
     def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
                  max_length: int | None = None, truncation: bool | str = False, padding: bool | str = False,
-                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False
-                 ) -> dict[str, np.ndarray]:
+                 return_tensors: str | None = None, return_offsets_mapping: bool = False,
+                 return_special_tokens_mask: bool = False) -> dict[str, list | np.ndarray]:
         """Tokenize a text, a list of texts, or (text, text_pair) sentence pairs; arguments as in
-        transformers. Returns `input_ids`, `token_type_ids`, `attention_mask` as int64 [batch, seq]
-        (a single text is a batch of one), `offset_mapping` [batch, seq, 2] and
-        `special_tokens_mask` on request.
+        transformers. Returns `input_ids`, `token_type_ids`, `attention_mask`, and `offset_mapping`
+        and `special_tokens_mask` on request: with `return_tensors="np"` int64 arrays [batch, seq]
+        (a single text is a batch of one; offsets [batch, seq, 2]); by default Python lists, as
+        transformers returns them (a single text's flat, a batch's one list per text).
         """
+        if return_tensors not in (None, "np"):
+            raise NpsqueezeError(f"return_tensors must be 'np' (NumPy arrays) or None (lists), got {return_tensors!r}"
+                                 + (": npsqueeze has no torch" if return_tensors == "pt" else ""))
         if not isinstance(padding, (bool, str)) or padding not in PADDING:
             raise NpsqueezeError(f"padding must be one of {list(PADDING)}, got {padding!r}")
         encodings = self.encode(text, text_pair, max_length, truncation)
         length = None
         if PADDING[padding] == "max_length":
             length = self.check_max_length(max_length, text_pair is not None)
-        elif PADDING[padding] is None and len({len(e.ids) for e in encodings}) > 1:
+        elif PADDING[padding] is None and return_tensors and len({len(e.ids) for e in encodings}) > 1:
             raise NpsqueezeError("the texts have different lengths in tokens: pass padding=True to "
                                  "pad them into one array")
-        return self.pad(encodings, length, return_offsets_mapping, return_special_tokens_mask)
+        if return_tensors == "np":
+            return self.pad(encodings, length, return_offsets_mapping, return_special_tokens_mask)
+        # lists: padded together, or each text on its own (a batch of one needs no padding)
+        groups = [encodings] if PADDING[padding] else [[e] for e in encodings]
+        arrays = [self.pad(g, length, return_offsets_mapping, return_special_tokens_mask) for g in groups]
+        lists = {k: [row for a in arrays for row in a[k].tolist()] for k in arrays[0]}
+        if "offset_mapping" in lists:  # (start, end) tuples, as transformers gives them
+            lists["offset_mapping"] = [[tuple(o) for o in row] for row in lists["offset_mapping"]]
+        return {k: v[0] for k, v in lists.items()} if isinstance(text, str) else lists
 
     def pad(self, encodings: list[Encoding], length: int | None = None, return_offsets_mapping: bool = False,
             return_special_tokens_mask: bool = False) -> dict[str, np.ndarray]:
@@ -162,6 +174,10 @@ class Tokenizer:
         """Token ids -> text: WordPiece units are joined back into words ("##" removed)."""
         ids = self.check_ids(ids)
         return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+        """`decode` of each sequence of ids (a list of lists, or an array [batch, seq])."""
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist()]

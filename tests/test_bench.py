@@ -19,7 +19,7 @@ from npsqueeze.config import Config
 from checkpoints import SMALL, build
 
 FIELDS = {"model", "weights", "head", "batch_size", "seq_len", "threads", "median_ms", "min_ms", "sequences_per_s",
-          "gflops", "effective_gflop_per_s", "load_s", "weights_mb", "peak_rss_mb", "rss_over_weights"}
+          "gflops", "effective_gflop_per_s", "load_s", "weights_mb", "peak_rss_mb", "rss_over_weights", "ratio"}
 
 
 @pytest.fixture
@@ -31,7 +31,13 @@ def tiny_config(tmp_path):
 
 def bench_json(capsys, *argv):
     assert main(["bench", *argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    r = json.loads(out)
+    # a line on stderr as each workload finishes
+    assert err.splitlines() == [f"npsqueeze bench: [{i}/{len(r['results'])}] {m['model']}, batch {m['batch_size']}, "
+                                f"seq {m['seq_len']}: median {m['median_ms']:.1f} ms, ratio {m['ratio']:.2f}"
+                                for i, m in enumerate(r["results"], 1)]
+    return r
 
 
 def test_bench_on_a_config_with_random_weights(tiny_config, capsys):
@@ -53,13 +59,24 @@ def test_bench_on_a_config_with_random_weights(tiny_config, capsys):
         assert m["rss_over_weights"] == pytest.approx(m["peak_rss_mb"] / m["weights_mb"])
 
 
+def test_ratio_is_over_the_first_model_of_the_same_workload(tiny_config, tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model_type": "bert", **SMALL, "num_hidden_layers": 1}))
+    r = bench_json(capsys, str(tiny_config), str(other), "--seq-len", "8", "16", "--repeat", "2")
+    assert [(m["model"], m["seq_len"]) for m in r["results"]] == [("tiny", 8), ("tiny", 16), ("other", 8), ("other", 16)]
+    first = {m["seq_len"]: m["median_ms"] for m in r["results"][:2]}
+    for m in r["results"]:
+        assert m["ratio"] == pytest.approx(m["median_ms"] / first[m["seq_len"]])
+    assert [m["ratio"] for m in r["results"][:2]] == [1.0, 1.0]
+
+
 def test_bench_loads_a_checkpoint_and_prints_a_table(tmp_path, capsys):
     build(tmp_path / "ckpt", "squeezebert", "mlm")
     assert main(["bench", str(tmp_path / "ckpt"), "--seq-len", "16", "--repeat", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[2].startswith("| model | weights | batch | seq | threads | median ms")
+    assert table[2].startswith("| model | weights | batch | seq | threads | median ms | min ms | ratio |")
     cells = [c.strip() for c in table[4].strip("|").split("|")]
-    assert cells[:4] == ["ckpt", "checkpoint", "1", "16"]
+    assert cells[:4] == ["ckpt", "checkpoint", "1", "16"] and cells[7] == "1.00"
     r = bench_json(capsys, str(tmp_path / "ckpt"), "--seq-len", "16", "--repeat", "2")
     m = r["results"][0]
     assert m["head"] == "mlm" and m["load_s"] > 0

@@ -30,6 +30,36 @@ def test_every_head_matches_transformers(tmp_path, family, head):
     assert_parity(model(ids, mask, tt), reference(ref, ids, mask, tt), EXPECTED[head])
 
 
+
+@pytest.mark.parametrize("head", [None, "sequence", "qa"])
+@pytest.mark.parametrize("output_hidden_states", [False, True])
+def test_model_output_behaves_as_transformers(tmp_path, head, output_hidden_states):
+    """keys, values, items, to_tuple, index and key access, `in`, iteration: as transformers' ModelOutput."""
+    ref = build(tmp_path, "squeezebert", head, seed=5)
+    ids, mask, tt = inputs((2, 12), ref.config.vocab_size)
+    ours = npsqueeze.from_pretrained(tmp_path)(ids, mask, tt, output_hidden_states=output_hidden_states)
+    theirs = reference(ref, ids, mask, tt, output_hidden_states=output_hidden_states)
+    theirs_keys = [k for k in theirs.keys() if k != "attentions"]
+    assert ours.keys() == list(ours) == theirs_keys and len(ours) == len(theirs)
+    assert [k for k, _ in ours.items()] == theirs_keys
+    assert len(ours.to_tuple()) == len(ours.values()) == len(theirs.to_tuple())
+    for i, (k, v) in enumerate(ours.items()):
+        assert ours[i] is ours[k] is ours.to_tuple()[i] is ours.values()[i] is v is getattr(ours, k)
+        if k == "hidden_states":
+            assert len(v) == len(theirs[i]) == 3
+            for a, b in zip(v, theirs[i]):
+                np.testing.assert_allclose(a, b.numpy(), atol=TOL, rtol=0)
+        else:
+            np.testing.assert_allclose(v, theirs[i].numpy(), atol=TOL, rtol=0)
+        assert k in ours and k in theirs
+    assert len(ours[1:]) == len(theirs[1:]) and all(a is b for a, b in zip(ours[1:], ours.to_tuple()[1:]))
+    missing = "logits" if head is None else "pooler_output"
+    assert missing not in ours and missing not in theirs
+    for out in (ours, theirs):
+        with pytest.raises(KeyError):
+            out[missing]
+    assert dict(ours).keys() == set(theirs_keys)
+
 @pytest.mark.parametrize("groups", [
     dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1),
     dict(q_groups=4, k_groups=2, v_groups=3, post_attention_groups=6, intermediate_groups=12, output_groups=2),

@@ -153,7 +153,7 @@ HYPOTHESES = ["The man is sleeping.", "Two women are drinking wine.", "Some men 
 def test_classify_matches_transformers_pipeline(checkpoint, family, config):
     folder, ref = checkpoint(family, "sequence", seed=2, **config)
     theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), top_k=None)
-    classify = npsqueeze.pipeline("text-classification", folder, batch_size=3)
+    classify = npsqueeze.pipeline("text-classification", folder, batch_size=3, top_k=None)
     with pytest.warns(UserWarning, match=r"1 of 4 inputs are longer than the model's limit of 64 tokens and "
                                          r"were truncated \(input 4\)"):
         results = classify(PREMISES, HYPOTHESES)
@@ -162,11 +162,83 @@ def test_classify_matches_transformers_pipeline(checkpoint, family, config):
     for p, h, ours in zip(PREMISES, HYPOTHESES, results):
         expected = theirs({"text": p, "text_pair": h}, truncation=True, max_length=64)
         assert_close_records(ours, expected, ("label",))
-    assert_close_records(classify(PREMISES[0], HYPOTHESES[0]), results[0], ("label",))
+    assert_close_records(classify(PREMISES[0], HYPOTHESES[0])[0], results[0], ("label",))
     singles = classify(PREMISES)
     for p, ours in zip(PREMISES, singles):
         assert_close_records(ours, theirs([p])[0], ("label",))
     assert singles != results  # the pair changes the answer: it reached the model
+
+
+def assert_close_answers(ours, theirs, rtol=1e-4, atol=1e-6):
+    """Answers of the same shape (nested lists and dicts), equal but for "score"s, which are close."""
+    assert type(ours) is type(theirs), (ours, theirs)
+    if isinstance(ours, list):
+        assert len(ours) == len(theirs)
+        for o, t in zip(ours, theirs):
+            assert_close_answers(o, t, rtol, atol)
+    elif isinstance(ours, dict):
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            if k == "score":
+                np.testing.assert_allclose(ours[k], float(theirs[k]), rtol=rtol, atol=atol)
+            else:
+                assert_close_answers(ours[k], theirs[k], rtol, atol)
+    else:
+        assert ours == theirs
+
+
+CLASSIFY_INPUTS = [PREMISES[0], PREMISES[:3], {"text": PREMISES[1], "text_pair": HYPOTHESES[1]},
+                   [{"text": PREMISES[2], "text_pair": HYPOTHESES[2]}, {"text": "x"}]]
+
+
+@pytest.mark.parametrize("construction", [{}, {"top_k": None}, {"top_k": 1}, {"top_k": 2}])
+def test_classify_answers_in_transformers_shapes(checkpoint, construction):
+    """Top label by default, top_k at construction or call (None: every label), dict inputs with
+    text_pair: the same answers, nested as transformers nests them."""
+    folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    theirs = transformers.pipeline("sentiment-analysis", model=ref, tokenizer=hf_tokenizer(folder), **construction)
+    ours = npsqueeze.pipeline("sentiment-analysis", folder, **construction)
+    assert isinstance(ours, npsqueeze.TextClassification)
+    for inputs in CLASSIFY_INPUTS:
+        for call in ({}, {"top_k": None}, {"top_k": 1}, {"top_k": 3}):
+            assert_close_answers(ours(inputs, **call), theirs(inputs, **call))
+    assert_close_answers(ours(PREMISES[0], text_pair=HYPOTHESES[0]), theirs(PREMISES[0], text_pair=HYPOTHESES[0]))
+    # batch_size and max_length for one call (max_length truncates, as the tokenizer's arguments in transformers)
+    with pytest.warns(UserWarning, match="limit of 8 tokens"):
+        short = ours(PREMISES[:3], batch_size=1, max_length=8)
+    assert_close_answers(short, theirs(PREMISES[:3], truncation=True, max_length=8))
+    assert (ours.batch_size, ours.max_length) == (32, 64)  # the pipeline's own settings are unchanged
+    assert_close_answers(ours(PREMISES[:3]), theirs(PREMISES[:3]))
+
+
+def test_pipeline_options_bad_names_and_values(checkpoint):
+    folder, _ = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    classify = npsqueeze.pipeline("text-classification", folder)
+    cases = [
+        (lambda: npsqueeze.pipeline("text-classification", folder, topk=2),
+         "text-classification has no option 'topk'; it takes batch_size, max_length, top_k"),
+        (lambda: npsqueeze.pipeline("text-classification", folder, text_pair="x"), "has no option 'text_pair'"),
+        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, top_k$"),
+        (lambda: classify("a", top_k=0), "top_k must be a positive integer, got 0"),
+        (lambda: classify("a", batch_size=0), "batch_size must be a positive integer"),
+        (lambda: classify("a", max_length=-3), "max_length must be a positive integer"),
+        (lambda: classify({"text": "a", "pair": "b"}), r"input 1: expected a dict \{"),
+        (lambda: classify([{"text": "a"}, {"text": 5}]), "input 2: expected a dict"),
+        (lambda: classify({"text": "a"}, "b"), "not both"),
+        (lambda: npsqueeze.pipeline("summarize", folder), "unknown task 'summarize'; .*sentiment-analysis, ner"),
+    ]
+    for call, match in cases:
+        with pytest.raises(NpsqueezeError, match=match):
+            call()
+
+
+def test_fill_mask_top_k_at_construction_or_call(checkpoint):
+    folder, ref = checkpoint("bert", "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder), top_k=2)
+    fill = npsqueeze.pipeline("fill-mask", folder, top_k=2)
+    for call in ({}, {"top_k": 4}):
+        assert_close_answers(fill(FILL[:2], **call), theirs(FILL[:2], **call))
+        assert_close_answers(fill(FILL[2], **call), theirs(FILL[2], **call))
 
 
 # --- token classification -----------------------------------------------------------------------
@@ -181,7 +253,7 @@ def test_token_classification_matches_transformers_pipeline(checkpoint, aggregat
     theirs = transformers.pipeline("token-classification", model=ref, tokenizer=hf_tokenizer(folder),
                                    aggregation_strategy=aggregation)
     tag = npsqueeze.pipeline("token-classification", folder, batch_size=2)
-    results = tag(NER, aggregation=aggregation)
+    results = tag(NER, aggregation_strategy=aggregation)
     keys = ("entity", "index", "word", "start", "end") if aggregation == "none" else (
         "entity_group", "word", "start", "end")
     n_entities = 0
@@ -195,6 +267,15 @@ def test_token_classification_matches_transformers_pipeline(checkpoint, aggregat
         assert_close_records(everything, theirs(NER[1], ignore_labels=[]), keys)
         assert (everything[0]["index"], everything[0]["word"]) == (1, "x" * 101)
         assert [e["index"] for e in everything] == list(range(1, len(hf_tokenizer(folder)(NER[1])["input_ids"]) - 1))
+
+
+def test_ner_alias_with_aggregation_at_construction(checkpoint):
+    folder, ref = checkpoint("bert", "token", seed=3, id2label=BIO, label2id={v: k for k, v in BIO.items()})
+    theirs = transformers.pipeline("ner", model=ref, tokenizer=hf_tokenizer(folder), aggregation_strategy="simple")
+    ours = npsqueeze.pipeline("ner", folder, aggregation_strategy="simple")
+    assert isinstance(ours, npsqueeze.TokenClassification)
+    assert_close_answers(ours(NER), theirs(NER))
+    assert_close_answers(ours(NER[0], ignore_labels=()), theirs(NER[0], ignore_labels=[]))
 
 
 # --- question answering -------------------------------------------------------------------------
@@ -274,6 +355,27 @@ def test_question_answering_bad_input_is_one_line(checkpoint, args, doc_stride, 
         qa(*args, doc_stride=doc_stride)
 
 
+# --- feature extraction -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["minilm", "squeezebert-mlm"])
+def test_feature_extraction_matches_transformers_pipeline(checkpoint, which):
+    """Every token's final hidden state, nested [1, W, C] per text; a head, if any, is not run."""
+    folder = minilm_path() if which == "minilm" else checkpoint("squeezebert", "mlm", seed=1)[0]
+    theirs = transformers.pipeline("feature-extraction", model=str(folder))
+    ours = npsqueeze.pipeline("feature-extraction", folder, batch_size=3)
+    texts = SENTENCES[:5] + [""]
+    results = ours(texts)
+    assert isinstance(results, list) and len(results) == len(texts)
+    for text, r in zip(texts, results):
+        expected = theirs(text)
+        assert isinstance(r, list) and isinstance(r[0][0], list) and isinstance(r[0][0][0], float)
+        assert np.shape(r) == np.shape(expected) == (1, len(theirs.tokenizer(text)["input_ids"]), len(r[0][0]))
+        np.testing.assert_allclose(r, expected, atol=1e-4, rtol=0)
+    one = ours(texts[0], return_tensors=True)
+    assert isinstance(one, np.ndarray) and one.shape == theirs(texts[0], return_tensors=True).shape
+    np.testing.assert_allclose(one, results[0], atol=1e-6)
+
+
 # --- sentence embeddings: the real all-MiniLM-L6-v2 ---------------------------------------------
 
 def reference_embeddings(folder, texts, modes=("mean",), normalize=True, max_length=256):
@@ -328,6 +430,52 @@ def test_batching_does_not_change_embeddings(minilm, minilm_reference):
     one_by_one = npsqueeze.SentenceEmbedding(minilm.model, minilm.tokenizer, pooling=("mean",), normalize=True,
                                              batch_size=1)
     np.testing.assert_allclose(one_by_one(SENTENCES), minilm_reference, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def sentence_transformers():
+    st = pytest.importorskip("sentence_transformers", reason="the test extra installs sentence-transformers")
+    return st.SentenceTransformer
+
+
+def test_encode_matches_sentence_transformers(minilm, sentence_transformers):
+    """encode() as SentenceTransformer.encode on the real all-MiniLM-L6-v2: shapes and values."""
+    theirs = sentence_transformers(str(minilm_path()), device="cpu")
+    texts = SENTENCES + ["", "word " * 300]  # an empty text is an input too; the last is truncated to 256
+    with pytest.warns(UserWarning, match="truncated"):
+        ours = minilm.encode(texts)
+    expected = theirs.encode(texts)
+    assert ours.shape == expected.shape == (len(texts), 384) and ours.dtype == expected.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    one = minilm.encode(SENTENCES[0])
+    assert one.shape == theirs.encode(SENTENCES[0]).shape == (384,)
+    np.testing.assert_allclose(one, expected[0], atol=1e-5, rtol=0)
+    as_list = minilm.encode(SENTENCES[:3], batch_size=2, normalize_embeddings=True, convert_to_numpy=False)
+    theirs_list = theirs.encode(SENTENCES[:3], batch_size=2, normalize_embeddings=True, convert_to_numpy=False)
+    assert isinstance(as_list, list) and [v.shape for v in as_list] == [tuple(t.shape) for t in theirs_list]
+    np.testing.assert_allclose(as_list, [t.numpy() for t in theirs_list], atol=1e-5, rtol=0)
+    assert minilm.encode([]).shape == theirs.encode([]).shape == (0,)
+    assert minilm.encode([], convert_to_numpy=False) == []
+    with pytest.raises(NpsqueezeError, match="convert_to_tensor needs torch"):
+        minilm.encode(SENTENCES, convert_to_tensor=True)
+
+
+def test_encode_normalizes_on_request(checkpoint, sentence_transformers, capsys):
+    """A plain checkpoint (mean pooling, not normalized), as sentence-transformers loads one."""
+    folder, _ = checkpoint("bert", None, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no sentence-transformers model found ... mean pooling"
+        theirs = sentence_transformers(str(folder), device="cpu")
+    ours = npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    for normalize in (False, True):
+        np.testing.assert_allclose(ours.encode(SENTENCES, normalize_embeddings=normalize),
+                                   theirs.encode(SENTENCES, normalize_embeddings=normalize), atol=2e-5, rtol=1e-5)
+    assert abs(np.linalg.norm(ours.encode(SENTENCES[0])) - 1) > 0.1  # so normalizing did something
+    capsys.readouterr()
+    ours.encode(SENTENCES, batch_size=2, show_progress_bar=True)
+    assert "sentence-embedding" in capsys.readouterr().err
+    ours.encode(SENTENCES, batch_size=2)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("modes, normalize", [(("cls",), False), (("max",), True),
@@ -386,8 +534,8 @@ def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):
     folder, _ = checkpoint("squeezebert", "mlm", seed=1)
     embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
     assert (embed.pooling, embed.normalize) == (("mean",), False)
-    h = npsqueeze.from_pretrained(folder)
-    enc = embed.tokenizer(SENTENCES[:2], padding=True)
+    h = npsqueeze.SqueezeBertModel.from_pretrained(folder)  # the base model of the MLM checkpoint
+    enc = embed.tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
     out = h(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
     m = enc["attention_mask"][..., None]
     np.testing.assert_allclose(embed(SENTENCES[:2]), (out * m).sum(1) / m.sum(1), atol=1e-6)
@@ -471,14 +619,19 @@ def test_cli_classify_pairs_and_jsonl(checkpoint, capsys, tmp_path):
 
 
 def test_cli_embed_stdin_file_and_table(capsys, monkeypatch, tmp_path, minilm_reference):
+    """One answer per line, blank lines included (an empty text), in order, with the line numbers."""
     model = minilm_path()
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:3]) + "\n\n"))
-    (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\n")
-    code, out, err = run_cli(capsys, "embed", model, "-", "--file", tmp_path / "more.txt", "--json")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:2]) + "\n\n" + SENTENCES[2] + "\n"))
+    (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\r\n\n")  # CRLF, and a blank last line
+    code, out, err = run_cli(capsys, "embed", model, "--json", SENTENCES[5], "-", "--file", tmp_path / "more.txt")
     assert code == 0 and err == ""
     records = json_lines(out)
-    assert [r["text"] for r in records] == SENTENCES[:5]
-    np.testing.assert_allclose([r["embedding"] for r in records], minilm_reference[:5], atol=1e-5)
+    assert [(r.get("line"), r["text"]) for r in records] == [
+        (None, SENTENCES[5]), (1, SENTENCES[0]), (2, SENTENCES[1]), (3, ""), (4, SENTENCES[2]),
+        (1, SENTENCES[3]), (2, SENTENCES[4]), (3, "")]
+    expected = reference_embeddings(minilm_path(), [r["text"] for r in records])
+    np.testing.assert_allclose([r["embedding"] for r in records], expected, atol=1e-5)
+    np.testing.assert_allclose(expected[[1, 2, 4]], minilm_reference[:3], atol=1e-6)
     code, out, _ = run_cli(capsys, "embed", model, *SENTENCES[:3])
     assert code == 0
     assert "384 dims, mean pooling, normalized" in out
@@ -501,12 +654,21 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 5}\n')
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"\n')
     (tmp_path / "pairs.jsonl").write_text('{"text": "ok", "pair": "p"}\n')
+    (tmp_path / "folder.npy").mkdir()
     no_vocab = tmp_path / "no_vocab"
     shutil.copytree(mlm, no_vocab)
     (no_vocab / "vocab.txt").unlink()
     cases = [
         (["embed", minilm_path()], "no input"),
-        (["embed", minilm_path(), "  "], "text 1 is empty"),
+        (["embed", minilm_path(), "x", "--max-length", "0"], "max_length must be a positive integer"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "e.txt"], r"e.txt: the name must end in .npy or .jsonl"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "no" / "e.npy"], "e.npy: no folder .*no"),
+        (["embed", minilm_path(), "x", "--out", tmp_path / "folder.npy"], "folder.npy: is a folder"),
+        (["classify", "squeezebert-mnli", "x"], r"squeezebert-mnli is a bundled config without weights: .*"
+                                                r"see .*weights.*README.md for how to get it"),
+        (["fill-mask", "squeezebert-uncased", "a [MASK]"], "bundled config without weights"),
+        (["embed", "bert-base-uncased", "x"], "bundled config without weights"),
+        (["classify", nli, "x", "--top-k", "0"], "top_k must be a positive integer"),
         (["embed", minilm_path(), "--file", tmp_path / "absent.txt"], "cannot read .*absent.txt"),
         (["embed", minilm_path(), "--file", tmp_path / "latin1.txt"], "cannot read .*latin1.txt"),
         (["embed", minilm_path(), "--file", tmp_path / "bad.jsonl"], 'bad.jsonl:2: expected an object .*"text"'),
@@ -521,11 +683,83 @@ def test_cli_bad_input_one_line_exit_2(checkpoint, capsys, tmp_path, monkeypatch
         (["classify", nli, "a", "b", "c", "--pair", "x", "--pair", "y"], "give --pair once, or once per text"),
         (["classify", nli, "--file", tmp_path / "pairs.jsonl", "--pair", "y"], "--pair cannot be combined"),
     ]
+    monkeypatch.chdir(tmp_path)  # no folder named as a bundled model here
     for argv, match in cases:
         code, out, err = run_cli(capsys, *argv)
         check_one_line_error(code, out, err, argv, match)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8"))
     check_one_line_error(*run_cli(capsys, "embed", minilm_path(), "-"), ["embed"], "cannot read stdin")
+
+
+def test_cli_options_anywhere_and_mistyped_options(checkpoint, capsys):
+    """Options before, between and after the texts; a typo gets the subcommand's usage and a guess."""
+    folder, ref = checkpoint("bert", "mlm", seed=1)
+    theirs = transformers.pipeline("fill-mask", model=ref, tokenizer=hf_tokenizer(folder))
+    code, out, err = run_cli(capsys, "fill-mask", "--top-k", 2, folder, "--json", FILL[0], "--batch-size", 1, FILL[1])
+    assert code == 0 and err == ""
+    for r, text in zip(json_lines(out), FILL[:2]):
+        assert r["text"] == text and "line" not in r
+        assert_close_answers(r["predictions"], theirs(text, top_k=2))
+    for argv, guess in ((["embed", minilm_path(), "--flie", "x.txt"], "--file"),
+                        (["embed", minilm_path(), "x", "--josn"], "--json"),
+                        (["classify", folder, "x", "--top_k=2"], "--top-k"),
+                        (["bench", "--repat", "3"], "--repeat"),
+                        (["report", "--seqlen", "64"], "--seq-len")):
+        with pytest.raises(SystemExit) as e:
+            run_cli(capsys, *argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"usage: npsqueeze {argv[0]} "), err
+        assert err.splitlines()[-1].startswith(f"npsqueeze {argv[0]}: error: unrecognized arguments: ")
+        assert err.endswith(f"(did you mean {guess}?)\n"), err
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "embed", minilm_path(), "x", "--zzzzzz")
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_cli_help_names_what_each_command_takes(capsys):
+    helps = {}
+    for command in ("fill-mask", "classify", "embed"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+        assert "--max-length N" in helps[command] and "--file FILE" in helps[command]
+    assert "pair" not in helps["embed"].lower() and "pair" not in helps["fill-mask"].lower()
+    assert '"pair"' in helps["classify"] and "--pair TEXT" in helps["classify"]
+    assert "--out FILE" in helps["embed"] and "--top-k K" in helps["classify"]
+
+
+def test_cli_embed_out_npy_and_jsonl(capsys, tmp_path, minilm_reference):
+    """--out writes the embeddings whole, through a temporary file, or leaves the old file as it was."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SENTENCES[:3]) + "\n")
+    code, out, err = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--out", tmp_path / "e.npy")
+    assert code == 0 and out == "" and err == f"wrote {tmp_path / 'e.npy'}: 3 embeddings of 384 dims\n"
+    saved = np.load(tmp_path / "e.npy")
+    assert saved.shape == (3, 384) and saved.dtype == np.float32
+    np.testing.assert_allclose(saved, minilm_reference[:3], atol=1e-5)
+    code, out, _ = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--out", tmp_path / "e.jsonl")
+    _, printed, _ = run_cli(capsys, "embed", minilm_path(), "--file", texts, "--json")
+    assert code == 0 and out == "" and (tmp_path / "e.jsonl").read_text() == printed
+    assert [r["line"] for r in json_lines(printed)] == [1, 2, 3]
+    code, _, err = run_cli(capsys, "embed", minilm_path(), "--file", tmp_path / "absent.txt", "--out", tmp_path / "e.npy")
+    assert code == 2 and np.array_equal(np.load(tmp_path / "e.npy"), saved)  # a failed run leaves it whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl", "e.npy", "texts.txt"]  # no temporary file left
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "embed", minilm_path(), "x", "--json", "--out", tmp_path / "e.npy")
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_max_length_and_top_k(checkpoint, capsys):
+    long_text = "Grouped convolutions make BERT faster on phones. " * 4
+    code, out, err = run_cli(capsys, "embed", minilm_path(), long_text, "--max-length", 8, "--json")
+    assert code == 0 and "limit of 8 tokens" in err
+    np.testing.assert_allclose(json_lines(out)[0]["embedding"],
+                               reference_embeddings(minilm_path(), [long_text], max_length=8)[0], atol=1e-5)
+    folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
+    theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder))
+    code, out, _ = run_cli(capsys, "classify", folder, PREMISES[0], PREMISES[1], "--top-k", 2, "--json")
+    for r, p in zip(json_lines(out), PREMISES):
+        assert_close_answers(r["labels"], theirs(p, top_k=2))
 
 
 def check_one_line_error(code, out, err, argv, match):

@@ -248,13 +248,14 @@ def test_out_writes_report_and_plots(tmp_path, capsys):
 def test_measure_against_another_baseline(tmp_path, capsys):
     hf_model("squeezebert", **SMALL).config.save_pretrained(tmp_path / "tiny")
     hf_model("bert", **SMALL_BERT).config.save_pretrained(tmp_path / "tiny-bert")
-    code, out, err = run_cli(capsys, "--config", str(tmp_path / "tiny"), "--baseline", str(tmp_path / "tiny-bert"),
-                             "--measure", "--repeats", "2", "--seq-len", "8", "--format", "json")
-    assert code == 0, err
-    r = json.loads(out)
-    assert [m["name"] for m in r["models"]] == ["tiny", "tiny-bert"] and r["baseline"] == "tiny-bert"
-    assert all(m["latency_ms"] > 0 for m in r["models"])
-    assert r["measured"]["repeats"] == 2
+    for repeat, output in (("--repeat", "--json"), ("--repeats", "--format=json")):  # --repeats: the old name
+        code, out, err = run_cli(capsys, "--config", str(tmp_path / "tiny"), "--baseline", str(tmp_path / "tiny-bert"),
+                                 "--measure", repeat, "2", "--seq-len", "8", output)
+        assert code == 0 and err == ""  # no progress lines when stderr is not a terminal
+        r = json.loads(out)
+        assert [m["name"] for m in r["models"]] == ["tiny", "tiny-bert"] and r["baseline"] == "tiny-bert"
+        assert all(m["latency_ms"] > 0 for m in r["models"])
+        assert r["measured"]["repeat"] == 2
     code, out, err = run_cli(capsys, "--config", str(tmp_path / "tiny"), "--baseline", str(tmp_path / "tiny-bert"),
                              "--seq-len", "8")
     assert "| tiny | 2, 3, 1, 2, 4, 3 |" in out and "agree" in out
@@ -265,12 +266,28 @@ def test_measure_against_another_baseline(tmp_path, capsys):
     (["--config", "no/such/config.json"], "no such config file"),
     (["--seq-len", "513"], "exceeds squeezebert-uncased's max_position_embeddings 512"),
     (["--seq-len", "0"], "--seq-len must be a positive integer"),
-    (["--measure", "--repeats", "0"], "--repeats must be a positive integer"),
+    (["--measure", "--repeat", "0"], "--repeat must be a positive integer"),
+    (["--measure", "--repeats", "0"], "--repeat must be a positive integer"),
 ])
 def test_bad_arguments(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith("npsqueeze report: error: ") and message in err and err.count("\n") == 1
+
+
+def test_help_shows_repeat_not_its_old_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "--repeat REPEAT" in out and "--repeats" not in out and "--json" in out
+
+
+def test_progress_lines_on_request(capsys):
+    build_report(["squeezebert-uncased"], seq_len=8, repeat=1, progress=True)
+    assert capsys.readouterr().err.splitlines() == [
+        "npsqueeze report: counting squeezebert-uncased's FLOPs as the engine runs",
+        "npsqueeze report: counting bert-base-uncased's FLOPs as the engine runs",
+        "npsqueeze report: timing 2 models (repeat 1)"]
 
 
 def test_out_must_not_be_a_file(tmp_path, capsys):

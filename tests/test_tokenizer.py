@@ -112,13 +112,13 @@ def test_vocabulary_is_bert_base_uncased(tok):
 def test_hard_text_one_by_one(ours, which, request):
     ref_tok = request.getfixturevalue(which)
     for text in HARD + [LONG]:
-        assert_same(ours(text), reference(ref_tok, text))
+        assert_same(ours(text, return_tensors="np"), reference(ref_tok, text))
 
 
 @pytest.mark.parametrize("which", ["fast", "slow"])
 def test_hard_text_batch_padded(ours, which, request):
     ref_tok = request.getfixturevalue(which)
-    enc = ours(HARD, padding=True)
+    enc = ours(HARD, padding=True, return_tensors="np")
     assert enc["input_ids"].shape == (len(HARD), max(len(ref_tok(t)["input_ids"]) for t in HARD))
     assert_same(enc, reference(ref_tok, HARD, padding=True))
 
@@ -133,7 +133,7 @@ def test_pairs_truncated_longest_first(ours, which, lengths, request):
     for max_length in lengths:
         firsts, seconds = pairs_for(max_length)
         for truncation in (True, "longest_first"):
-            enc = ours(firsts, seconds, max_length=max_length, truncation=truncation, padding=True)
+            enc = ours(firsts, seconds, max_length=max_length, truncation=truncation, padding=True, return_tensors="np")
             assert enc["input_ids"].shape[1] <= max_length
             assert_same(enc, reference(ref_tok, firsts, seconds, max_length=max_length, truncation=truncation,
                                        padding=True))
@@ -144,7 +144,7 @@ def test_pairs_truncated_only_first_or_second(ours, fast):
     for max_length in (24, 64, 200):
         for truncation, firsts, seconds in (("only_first", longs, shorts), ("only_second", shorts, longs)):
             args = dict(max_length=max_length, truncation=truncation, padding=True)
-            assert_same(ours(firsts, seconds, **args), reference(fast, firsts, seconds, **args))
+            assert_same(ours(firsts, seconds, **args, return_tensors="np"), reference(fast, firsts, seconds, **args))
     # transformers refuses when the sequence to cut is too short to make room: so do we, in one line
     with pytest.raises(Exception, match="too short"):
         fast("a b c d e f g h", "x", max_length=6, truncation="only_second")
@@ -155,7 +155,7 @@ def test_pairs_truncated_only_first_or_second(ours, fast):
 def test_single_texts_truncated_at_several_lengths(ours, fast, slow):
     texts = HARD + [MEDIUM]
     for max_length in (2, 3, 7, 64, 128, 512):
-        enc = ours(texts, max_length=max_length, truncation=True, padding=True)
+        enc = ours(texts, max_length=max_length, truncation=True, padding=True, return_tensors="np")
         assert enc["input_ids"].shape[1] == min(max_length, max(len(fast(t)["input_ids"]) for t in texts))
         for ref_tok in (fast, slow):
             assert_same(enc, reference(ref_tok, texts, max_length=max_length, truncation=True, padding=True))
@@ -164,11 +164,11 @@ def test_single_texts_truncated_at_several_lengths(ours, fast, slow):
 def test_padding_to_max_length(ours, fast):
     texts, pairs = ["short", HARD[0], MEDIUM[:200]], ["a", None, "b"]
     args = dict(max_length=40, truncation=True, padding="max_length")
-    enc = ours(texts, max_length=40, truncation=True, padding="max_length")
+    enc = ours(texts, **args, return_tensors="np")
     assert enc["input_ids"].shape == (3, 40)
     assert_same(enc, reference(fast, texts, **args))
     # a None pair encodes its text alone (transformers has no such batch; compare row by row)
-    enc = ours(texts, pairs, **args)
+    enc = ours(texts, pairs, **args, return_tensors="np")
     for i, (t, p) in enumerate(zip(texts, pairs)):
         ref = reference(fast, t, p, **args)
         for k in KEYS:
@@ -179,7 +179,7 @@ def test_truncation_true_uses_model_max_length(fast):
     tok = Tokenizer.from_pretrained(minilm_path())
     assert tok.model_max_length == 512
     hf = transformers.BertTokenizerFast.from_pretrained(minilm_path())
-    enc = tok([LONG, "short"], truncation=True, padding=True)
+    enc = tok([LONG, "short"], truncation=True, padding=True, return_tensors="np")
     assert enc["input_ids"].shape == (2, 512)
     assert_same(enc, reference(hf, [LONG, "short"], truncation=True, padding=True))
 
@@ -188,7 +188,7 @@ def test_offsets_and_special_tokens_mask(ours, fast):
     texts, pairs = HARD[:6] + ["[MASK] x"], HARD[6:13]
     args = dict(padding=True, max_length=48, truncation=True, return_offsets_mapping=True,
                 return_special_tokens_mask=True)
-    assert_same(ours(texts, pairs, **args), reference(fast, texts, pairs, **args),
+    assert_same(ours(texts, pairs, **args, return_tensors="np"), reference(fast, texts, pairs, **args),
                 KEYS + ("offset_mapping", "special_tokens_mask"))
 
 
@@ -208,16 +208,17 @@ def test_tokenizer_config_settings(tmp_path, settings):
                                             **{k: v for k, v in settings.items() if k != "mask_token"})
     texts = HARD + ["ÀÉÎÕÜ Ångström", "中文字符和日本語"]
     for ref_tok in (fast, slow):
-        assert_same(tok(texts, padding=True), reference(ref_tok, texts, padding=True))
+        assert_same(tok(texts, padding=True, return_tensors="np"), reference(ref_tok, texts, padding=True))
     if "model_max_length" in settings:
-        assert_same(tok(texts, padding=True, truncation=True), reference(fast, texts, padding=True, truncation=True))
-        assert tok(texts, padding=True, truncation=True)["input_ids"].shape[1] == 16
+        enc = tok(texts, padding=True, truncation=True, return_tensors="np")
+        assert_same(enc, reference(fast, texts, padding=True, truncation=True))
+        assert enc["input_ids"].shape[1] == 16
 
 
 def test_special_settings_change_ids(tmp_path, tok):
     """The settings above are not no-ops: cased and uncased tokenization differ on the same text."""
     cased = Tokenizer.from_pretrained(config_dir(tmp_path, do_lower_case=False))
-    assert cased("Hello Café")["input_ids"].tolist() != tok("Hello Café")["input_ids"].tolist()
+    assert cased("Hello Café")["input_ids"] != tok("Hello Café")["input_ids"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -226,14 +227,14 @@ def test_random_unicode_matches_fast(tok, fast, text, pair):
     # as a batch of one: transformers' fast tokenizer drops an empty *single* pair (`if text_pair`)
     texts, pairs = [text], None if pair is None else [pair]
     args = dict(max_length=20, truncation=True)
-    assert_same(tok(text, pair, **args), reference(fast, texts, pairs, **args))
-    assert_same(tok(text, pair), reference(fast, texts, pairs))
+    assert_same(tok(text, pair, **args, return_tensors="np"), reference(fast, texts, pairs, **args))
+    assert_same(tok(text, pair, return_tensors="np"), reference(fast, texts, pairs))
 
 
 def test_empty_pair_is_a_pair(tok, fast, slow):
     """("a", "") is [CLS] a [SEP] [SEP], as the slow tokenizer and the fast one on a batch encode it."""
     ids = [101, 1037, 102, 102]
-    assert tok("a", "")["input_ids"].tolist() == [ids]
+    assert tok("a", "")["input_ids"] == ids
     assert slow("a", "")["input_ids"] == fast(["a"], [""])["input_ids"][0] == ids
 
 
@@ -250,6 +251,45 @@ def test_decode_matches_fast(ours, fast):
     assert ours.convert_tokens_to_string(["un", "##bel", "##ievable", "!"]) == fast.convert_tokens_to_string(
         ["un", "##bel", "##ievable", "!"])
 
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (("Hello world, naïve café 北京!",), {}),  # one text: flat lists
+    ((HARD,), {}),  # a batch of different lengths, unpadded: one list per text
+    ((HARD,), dict(padding=True)),
+    ((HARD[:5], HARD[5:10]), dict(max_length=24, truncation=True, padding="max_length")),
+    (("Where is the cat?", "On the mat."), dict(return_offsets_mapping=True, return_special_tokens_mask=True)),
+    ((HARD[:4],), dict(return_offsets_mapping=True, return_special_tokens_mask=True)),
+    ((HARD[:4],), dict(padding=True, return_offsets_mapping=True, return_special_tokens_mask=True)),
+])
+def test_lists_by_default_as_transformers(ours, fast, args, kwargs):
+    """No return_tensors: Python lists, exactly as BertTokenizerFast returns them (offsets as tuples)."""
+    assert ours(*args, **kwargs) == dict(fast(*args, **kwargs))
+    assert ours(*args, **kwargs, return_tensors=None) == dict(fast(*args, **kwargs, return_tensors=None))
+
+
+def test_return_tensors_np_is_a_batch_of_one_for_one_text(ours, fast):
+    enc = ours("Hello world", "again", return_tensors="np", return_special_tokens_mask=True)
+    ref = fast("Hello world", "again", return_tensors="np", return_special_tokens_mask=True)
+    assert enc.keys() == dict(ref).keys()
+    assert_same(enc, reference(fast, "Hello world", "again"), KEYS)
+    assert enc["input_ids"].shape == ref["input_ids"].shape == (1, 6)
+    for name in ("pt", "tf", "jax", True):
+        with pytest.raises(NpsqueezeError, match="return_tensors must be 'np' .* or None .*got") as e:
+            ours("x", return_tensors=name)
+        assert (name == "pt") == ("no torch" in str(e.value))
+
+
+def test_batch_decode_matches_fast(ours, fast):
+    batch = fast(HARD, padding=True)["input_ids"]
+    for skip in (False, True):
+        expected = fast.batch_decode(batch, skip_special_tokens=skip)
+        assert ours.batch_decode(batch, skip_special_tokens=skip) == expected
+        assert ours.batch_decode(np.array(batch), skip_special_tokens=skip) == expected
+        assert ours.batch_decode(batch, skip) == expected
+    assert ours.batch_decode([]) == fast.batch_decode([]) == []
+    with pytest.raises(NpsqueezeError, match="token id 30522 is outside the vocabulary"):
+        ours.batch_decode([[101], [30522]])
 
 # --- bad input -----------------------------------------------------------------------------------
 
@@ -302,7 +342,7 @@ def test_bad_calls(tok):
         (lambda: tok("a", "b", max_length=2, truncation=True), "at least 3 .*pair"),
         (lambda: tok("a", max_length=1, truncation=True), "at least 2"),
         (lambda: tok("a", max_length=2.5, truncation=True), "must be an integer"),
-        (lambda: tok(["a", "a b c"]), "pass padding=True"),
+        (lambda: tok(["a", "a b c"], return_tensors="np"), "pass padding=True"),
         (lambda: tok("bad \ud800 surrogate"), "cannot tokenize"),
         (lambda: tok.decode([0, 30522]), "token id 30522 is outside the vocabulary"),
         (lambda: tok.decode([-1]), "token id -1 is outside"),

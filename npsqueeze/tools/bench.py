@@ -7,7 +7,9 @@ once, when NumPy loads it, so `--threads` has to be in the environment before th
 the child's peak resident memory is then that model's alone.
 
 Effective GFLOP/s is the model's FLOPs (flops.analytic_flops: 2 x the multiply-adds of its matmuls,
-elementwise work excluded, as in the paper) divided by the median latency.
+elementwise work excluded, as in the paper) divided by the median latency. The ratio is a model's
+median latency over the first model's on the same workload. Each workload's result shows on stderr
+as it finishes.
 """
 
 from __future__ import annotations
@@ -81,14 +83,15 @@ def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: in
 def to_markdown(r: dict) -> str:
     env = r["environment"]
     lines = [f"NumPy {env['numpy']} ({env['blas']}), {env['cpus']} CPUs; median and min of {r['repeat']} runs "
-             f"after {WARMUP} warm-ups. threads: BLAS threads as the environment set them (-: unset, every core).",
+             f"after {WARMUP} warm-ups. threads: BLAS threads as the environment set them (-: unset, every core). "
+             f"ratio: the median over {r['results'][0]['model']}'s on the same workload.",
              "",
-             "| model | weights | batch | seq | threads | median ms | min ms | seq/s | GFLOP | GFLOP/s | "
-             "peak RSS MB | RSS / weights |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| model | weights | batch | seq | threads | median ms | min ms | ratio | seq/s | GFLOP | GFLOP/s | "
+             "peak RSS MB | RSS / weights |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for m in r["results"]:
         rss = f"{m['peak_rss_mb']:.0f} | {m['rss_over_weights']:.2f}" if m["peak_rss_mb"] else "- | -"
         lines.append(f"| {m['model']} | {m['weights']} | {m['batch_size']} | {m['seq_len']} | {m['threads'] or '-'} | "
-                     f"{m['median_ms']:.1f} | {m['min_ms']:.1f} | {m['sequences_per_s']:.1f} | "
+                     f"{m['median_ms']:.1f} | {m['min_ms']:.1f} | {m['ratio']:.2f} | {m['sequences_per_s']:.1f} | "
                      f"{m['gflops']:.2f} | {m['effective_gflop_per_s']:.1f} | {rss} |")
     return "\n".join(lines) + "\n"
 
@@ -113,8 +116,15 @@ def run(args: argparse.Namespace) -> int:
     specs = args.models or DEFAULT_MODELS
     check_workload(specs, max(args.seq_len), batch_size=min(args.batch_size), seq_len=min(args.seq_len),
                    repeat=args.repeat, threads=1 if args.threads is None else args.threads)  # here, not in a child
-    results = [run_child(spec, N, W, args.repeat, args.threads)
-               for spec in specs for N in args.batch_size for W in args.seq_len]
+    workloads = [(spec, N, W) for spec in specs for N in args.batch_size for W in args.seq_len]
+    results = []
+    for i, (spec, N, W) in enumerate(workloads, 1):
+        m = run_child(spec, N, W, args.repeat, args.threads)
+        first = next((f for f in results if (f["batch_size"], f["seq_len"]) == (N, W)), m)
+        m["ratio"] = m["median_ms"] / first["median_ms"]
+        results.append(m)
+        print(f"npsqueeze bench: [{i}/{len(workloads)}] {m['model']}, batch {N}, seq {W}: median "
+              f"{m['median_ms']:.1f} ms, ratio {m['ratio']:.2f}", file=sys.stderr, flush=True)
     r = {"environment": environment(), "repeat": args.repeat, "results": results}
     if args.json:
         print(json.dumps(r, indent=2))

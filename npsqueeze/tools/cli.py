@@ -1,11 +1,19 @@
 """The `npsqueeze` command. Each subcommand lives in its own module, which provides
-`add_arguments(parser)` and `run(args)`; errors users can fix exit with status 2 and one line."""
+`add_arguments(parser)` and `run(args)`; errors users can fix exit with status 2 and one line.
+
+Options may come anywhere among a subcommand's positional arguments; a mistyped option gets the
+subcommand's usage and the option it most likely meant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 from .. import __version__
 from ..config import NpsqueezeError
@@ -22,8 +30,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose error for an unknown option names the option it most likely meant."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            known = [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+            for word in message.split(": ", 1)[1].split():
+                guess = difflib.get_close_matches(word.split("=")[0], known, n=1) if word.startswith("-") else []
+                if guess:
+                    message += f" (did you mean {guess[0]}?)"
+                    break
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="npsqueeze",
         description="SqueezeBERT in pure NumPy: inference, efficiency reports and benchmarks.")
     parser.add_argument("--version", action="version", version=f"npsqueeze {__version__}")
@@ -34,16 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(module, __package__)
         mod = getattr(mod, attr) if attr else mod
         mod.add_arguments(p)
-        p.set_defaults(run=mod.run)
+        p.set_defaults(run=mod.run, command=name)
+    parser.commands = sub.choices  # name -> its parser
     return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The subcommand's own parser reads its arguments, options and positionals in any order, and
+    its errors print its own usage."""
+    parser = build_parser()
+    if argv and argv[0] in parser.commands:
+        return parser.commands[argv[0]].parse_intermixed_args(argv[1:])
+    return parser.parse_args(argv)  # --help, --version, an unknown command
+
+
+@contextmanager
+def atomic_write(path: Path):
+    """A binary file that becomes `path` only once fully written (a temporary file in the same folder,
+    then a rename): never a half-written file, and an old one stays whole until then."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "run", None):
-        parser.print_help()
+        build_parser().print_help()
         return 0
     try:
         return args.run(args) or 0

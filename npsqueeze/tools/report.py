@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
 from . import flops
+from .cli import atomic_write
 from .measure import check_workload, random_weight, timings
 
 BASELINE = "bert-base-uncased"
@@ -83,40 +84,46 @@ def groups_sweep(cfg: Config, seq_len: int, batch_size: int, head: str | None) -
     return rows
 
 
-def measure(configs: dict[str, Config], seq_len: int, batch_size: int, head: str | None, repeats: int
+def measure(configs: dict[str, Config], seq_len: int, batch_size: int, head: str | None, repeat: int
             ) -> dict[str, float]:
     """Median latency in seconds of one forward pass through the engine, random weights of each config."""
     rng = np.random.default_rng(0)
     ids = flops.dummy_ids(seq_len, batch_size, head)
     models = {name: flops.engine_model(cfg, head, lambda shape: random_weight(rng, shape))
               for name, cfg in configs.items()}
-    times = timings({name: (lambda m=m: m(ids)) for name, m in models.items()}, repeats)
+    times = timings({name: (lambda m=m: m(ids)) for name, m in models.items()}, repeat)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head: str | None = None,
-                 instrument: bool = True, repeats: int | None = None, baseline: str = BASELINE
-                 ) -> tuple[dict, list[Config]]:
+                 instrument: bool = True, repeat: int | None = None, baseline: str = BASELINE,
+                 progress: bool = False) -> tuple[dict, list[Config]]:
     """The report as a dict (the JSON output) and the configs of its models; the baseline comes last.
 
-    With `repeats`, also each model's latency (median of `repeats` runs).
+    With `repeat`, also each model's latency (median of `repeat` runs). `progress`: a line on stderr
+    before each long step (counting while the engine runs, timing).
     """
     named = check_workload([*specs, baseline], seq_len, seq_len=seq_len, batch_size=batch_size,
-                           repeats=1 if repeats is None else repeats)
+                           repeat=1 if repeat is None else repeat)
     base_name, base_cfg = named[-1]
     loaded = {name: cfg for name, cfg in named if name != base_name} | {base_name: base_cfg}  # baseline last
-    report = {"seq_len": seq_len, "batch_size": batch_size, "head": head, "baseline": base_name,
-              "models": [model_entry(name, cfg, seq_len, batch_size, head, instrument)
-                         for name, cfg in loaded.items()],
+    say = (lambda message: print(f"npsqueeze report: {message}", file=sys.stderr)) if progress else (lambda _: None)
+    entries = []
+    for name, cfg in loaded.items():
+        if instrument:
+            say(f"counting {name}'s FLOPs as the engine runs")
+        entries.append(model_entry(name, cfg, seq_len, batch_size, head, instrument))
+    report = {"seq_len": seq_len, "batch_size": batch_size, "head": head, "baseline": base_name, "models": entries,
               "elementwise_ops_per_element": {k: n for k, (n, _) in flops.ELEMENTWISE_OPS.items()}}
     first = next(iter(loaded.values()))
     configured = {getattr(first, role) for role in SWEPT_ROLES}
     report["groups_sweep"] = {"model": report["models"][0]["name"], "roles": list(SWEPT_ROLES),
                               "configured": configured.pop() if len(configured) == 1 else None,
                               "rows": groups_sweep(first, seq_len, batch_size, head)}
-    if repeats is not None:
-        report["measured"] = {"repeats": repeats, "cpus": os.cpu_count()}
-        latency = measure(loaded, seq_len, batch_size, head, repeats)
+    if repeat is not None:
+        report["measured"] = {"repeat": repeat, "cpus": os.cpu_count()}
+        say(f"timing {len(loaded)} models (repeat {repeat})")
+        latency = measure(loaded, seq_len, batch_size, head, repeat)
         for entry in report["models"]:
             entry["latency_ms"] = 1e3 * latency[entry["name"]]
     return report, list(loaded.values())
@@ -185,7 +192,7 @@ def summary(r: dict) -> list[str]:
 def measured_section(r: dict) -> list[str]:
     models, base = r["models"], r["models"][-1]
     return ["## Measured on this machine", "",
-            f"The NumPy engine with random weights, median of {r['measured']['repeats']} runs after a "
+            f"The NumPy engine with random weights, median of {r['measured']['repeat']} runs after a "
             f"warm-up, the models taking turns, {r['measured']['cpus']} CPU(s): on a shared machine "
             "compare the ratio, not the times.", "",
             f"| model | latency (ms) | speedup over {base['name']} | FLOP ratio |", "|---|--:|--:|--:|",
@@ -414,16 +421,6 @@ def plots(r: dict, configs: list[Config]) -> dict[str, bytes]:
     return pngs
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_out(out: Path, r: dict, configs: list[Config]) -> list[Path]:
     """report.md, report.json and the plots into `out` (created if need be)."""
     if out.exists() and not out.is_dir():
@@ -431,7 +428,8 @@ def write_out(out: Path, r: dict, configs: list[Config]) -> list[Path]:
     files = {"report.md": to_markdown(r).encode(), "report.json": to_json(r).encode(), **plots(r, configs)}
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        write_atomic(out / name, data)
+        with atomic_write(out / name) as f:
+            f.write(data)
     return [out / name for name in files]
 
 
@@ -447,18 +445,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="sequences per batch (default 1)")
     p.add_argument("--head", choices=flops.HEADS, help="count a head too (default: the base model)")
     p.add_argument("--format", choices=FORMATS, default="md", help="what to print (default md)")
+    p.add_argument("--json", action="store_const", const="json", dest="format", default=argparse.SUPPRESS,
+                   help="the same as --format json")
     p.add_argument("--out", type=Path, metavar="DIR", help="also write report.md, report.json and PNG plots here")
     p.add_argument("--analytic-only", action="store_true",
                    help="skip the instrumented count (a forward pass per model, ~1 s per 100 GFLOP)")
     p.add_argument("--measure", action="store_true",
                    help="also time each model through the engine with random weights")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per model with --measure (default 5)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per model with --measure (default 5)")
+    p.add_argument("--repeats", type=int, dest="repeat", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its old name
 
 
 def run(args: argparse.Namespace) -> int:
     r, configs = build_report(args.config or DEFAULT_MODELS, args.seq_len, args.batch_size, args.head,
-                              instrument=not args.analytic_only, repeats=args.repeats if args.measure else None,
-                              baseline=args.baseline)
+                              instrument=not args.analytic_only, repeat=args.repeat if args.measure else None,
+                              baseline=args.baseline, progress=sys.stderr.isatty())
     if args.out:
         for path in write_out(args.out, r, configs):
             print(f"wrote {path}", file=sys.stderr)
