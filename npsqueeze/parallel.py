@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -91,3 +92,10 @@ def stop(executor: Executor) -> None:
 def default_workers() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def call(task: bytes, *args):
+    """`pickle.loads(task)(*args)`: a task function sent pickled, so that whatever it needs (a worker's
+    pipeline, loaded once per process) is loaded while the task runs, and a failure comes back as the
+    task's own exception instead of breaking the pool."""
+    return pickle.loads(task)(*args)

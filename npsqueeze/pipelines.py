@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import pickle
 import warnings
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from .config import NpsqueezeError, check_count, read_json
 from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, mlm_head, transformer
 from .ops import softmax
-from .parallel import set_threads, stop, worker_pool
+from .parallel import call, set_threads, stop, worker_pool
 from .tokenizer import Tokenizer, as_batch
 
 HEADS = {"mlm": ("masked-LM", "ForMaskedLM"), "sequence": ("sequence-classification", "ForSequenceClassification"),
@@ -154,7 +155,7 @@ class Pipeline:
         groups = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         packed = (pack([encodings[i] for i in rows]) for rows in groups)
         pool = self.executor_for(len(groups))
-        outputs = map(fn, packed) if pool is None else pool.map(fn, packed)
+        outputs = map(fn, packed) if pool is None else pool.map(functools.partial(call, pickle.dumps(fn)), packed)
         results: list = [None] * len(encodings)
         try:
             for rows, rows_out in zip(tqdm(groups, desc=self.task, unit="batch", leave=False,

@@ -1,0 +1,152 @@
+"""Batches as one row of positions, and more than one core: packed batches equal padded ones, BLAS
+threads, worker processes (results in order, errors in one line, Ctrl-C leaves nothing behind).
+Torch-free: the golden checkpoints transformers made, and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npsqueeze
+from npsqueeze import NpsqueezeError, parallel
+from checkpoints import minilm_path
+
+GOLDEN = Path(__file__).parent / "golden"
+HEADS = ("Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+TEXTS = ["A man is playing a guitar.", "", "Share prices dropped sharply today, the third fall this week.",
+         "Someone plays an instrument.", "The cat sat on the mat.", "Hi!", "A dog barked at the postman twice."]
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "bert"])
+@pytest.mark.parametrize("head", HEADS)
+def test_packed_batch_equals_padded_batch_at_every_real_position(family, head):
+    """forward() on sequences side by side with no padding == __call__ on the padded [N, W] batch."""
+    model = npsqueeze.ARCHITECTURES[("SqueezeBert" if family == "squeezebert" else "Bert") + head].from_pretrained(
+        GOLDEN / family)
+    rng = np.random.default_rng(0)
+    lengths = np.array([7, 3, 12, 12, 1])
+    W = lengths.max()
+    ids = rng.integers(1, model.config.vocab_size, (len(lengths), W))
+    types = (np.arange(W) >= lengths[:, None] // 2).astype(np.int64)
+    mask = (np.arange(W) < lengths[:, None]).astype(np.int64)
+    padded = model(ids, mask, types)
+    real = mask.astype(bool)
+    packed = model.forward(ids[real], types[real], lengths)  # [N, W] -> [M]: the real positions, row by row
+    for name in ("last_hidden_state", *model.per_position):
+        got, want = getattr(packed, name), getattr(padded, name)
+        if want is not None:
+            np.testing.assert_allclose(got, want[real], atol=1e-5, rtol=0, err_msg=name)  # [N, W, ...] -> [M, ...]
+    for name in ("pooler_output", "logits"):
+        if name not in model.per_position and getattr(padded, name) is not None:
+            np.testing.assert_allclose(getattr(packed, name), getattr(padded, name), atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_threads_are_set_at_run_time():
+    before = parallel.get_threads()
+    if before is None:
+        pytest.skip("this BLAS does not say how many threads it uses")
+    try:
+        assert parallel.set_threads(1) and parallel.get_threads() == 1
+        npsqueeze.pipeline("sentence-embedding", minilm_path(), threads=2)
+        assert parallel.get_threads() == 2
+    finally:
+        parallel.set_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    embed = npsqueeze.pipeline("sentence-embedding", minilm_path(), batch_size=2)
+    return embed, embed(TEXTS)
+
+
+def test_workers_give_the_same_embeddings_in_input_order(one_process):
+    embed, want = one_process
+    with_workers = npsqueeze.pipeline("sentence-embedding", minilm_path(), batch_size=2, workers=2)
+    with_workers.MIN_BATCHES_PER_WORKER = 1  # 4 batches: use the workers
+    try:
+        for _ in range(2):  # the second call reuses the processes
+            np.testing.assert_array_equal(with_workers(TEXTS), want)
+        assert "pool" in with_workers.started
+    finally:
+        with_workers.close()
+    assert not with_workers.started
+
+
+@pytest.mark.parametrize("executor", [ThreadPoolExecutor, ProcessPoolExecutor])
+def test_any_executor(one_process, executor):
+    _, want = one_process
+    with executor(2) as pool:
+        embed = npsqueeze.pipeline("sentence-embedding", minilm_path(), batch_size=2, executor=pool)
+        np.testing.assert_array_equal(embed(TEXTS), want)
+        features = npsqueeze.pipeline("feature-extraction", minilm_path(), batch_size=3, return_tensors=True)
+        want = features(TEXTS)
+        features.executor = pool
+        for got, w in zip(features(TEXTS), want, strict=True):  # [1, W_n, C] each
+            np.testing.assert_array_equal(got, w)
+
+
+def test_workers_need_a_folder(one_process):
+    embed, _ = one_process
+    built = npsqueeze.SentenceEmbedding(embed.model, embed.tokenizer, batch_size=1, workers=2)
+    with pytest.raises(NpsqueezeError, match="only a pipeline made by from_pretrained"):
+        built(TEXTS * 2)
+    with pytest.raises(NpsqueezeError, match="workers must be a positive integer"):
+        npsqueeze.SentenceEmbedding(embed.model, embed.tokenizer, workers=0)
+
+
+def test_a_workers_error_is_one_line(tmp_path):
+    """The checkpoint breaks after the pipeline loaded it: each worker, loading it, fails; the caller
+    gets the worker's NpsqueezeError."""
+    folder = tmp_path / "minilm"
+    shutil.copytree(minilm_path(), folder)
+    embed = npsqueeze.pipeline("sentence-embedding", folder, batch_size=1, workers=2)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(NpsqueezeError, match="config.json"):
+        embed(TEXTS * 2)
+    embed.close()
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment holds `mark`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and mark.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_behind(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS * 400) + "\n")
+    mark = f"NPSQUEEZE_TEST_{uuid.uuid4().hex}"
+    command = subprocess.Popen([sys.executable, "-m", "npsqueeze", "embed", str(minilm_path()), "--file", str(texts),
+                                "--workers", "2", "--batch-size", "4", "--out", str(tmp_path / "out.npy")],
+                               env=dict(os.environ, **{mark: "1"}), stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(marked_processes(mark)) < 3 and time.monotonic() < deadline:  # the command and its two workers
+        time.sleep(0.1)
+    assert len(marked_processes(mark)) >= 3, "the workers did not start"
+    time.sleep(1)
+    os.killpg(command.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 130
+    assert b"Traceback" not in stderr, stderr.decode()
+    deadline = time.monotonic() + 10
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked_processes(mark) == []
+    assert not (tmp_path / "out.npy").exists() and list(tmp_path.iterdir()) == [texts]  # nothing half-written
