@@ -223,16 +223,20 @@ def embedding_rows(args, texts: list[str]) -> tuple[list[dict], float]:
 
 # --- whole jobs, each a fresh process ------------------------------------------------------------
 
+# Runs a command as its child and reports its wall time and peak memory: measured from a small
+# process, since a child forked from this big one would count this one's pages in its peak.
+LAUNCHER = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+            "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+
+
 def run_process(argv: list[str], env: dict) -> tuple[float, int]:
-    """Wall time in seconds and peak resident memory in bytes of one process, start to exit."""
-    t = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(p.pid, 0)
-    seconds = time.perf_counter() - t
-    if status:
-        sys.exit(f"{' '.join(argv)} failed: {p.stderr.read().decode()[-500:]}")
-    p.stderr.close()
-    return seconds, usage.ru_maxrss * 1024
+    """Wall time in seconds and peak resident memory in bytes (of its largest process) of one command."""
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, env=env)
+    seconds, kib, code = done.stdout.split()
+    if int(code):
+        sys.exit(f"{' '.join(argv)} failed: {done.stderr[-500:]}")
+    return float(seconds), int(kib) * 1024
 
 
 def job_rows(args, texts: list[str], tmp: Path) -> list[dict]:
