@@ -157,8 +157,8 @@ class SqueezeBertModel:
         padding) -> outputs [N, W, ...] per position, [N, ...] per sequence."""
         ids, attention_mask, token_type_ids = check_inputs(input_ids, attention_mask, token_type_ids)
         N, W = ids.shape
-        mask = None if attention_mask.all() else (  # [N, W] -> [M]: additive, 0 at tokens
-            (1.0 - attention_mask.reshape(-1).astype(np.float32)) * np.finfo(np.float32).min)
+        mask = None if attention_mask.all() else np.where(  # [N, W] -> [M]: additive, 0 at tokens
+            attention_mask.reshape(-1) == 1, np.float32(0), np.finfo(np.float32).min)
         out = self.forward(ids.reshape(-1), token_type_ids.reshape(-1), np.full(N, W), mask,  # [N, W] -> [M]
                            output_hidden_states)
         for name in ("last_hidden_state", *self.per_position):

@@ -262,7 +262,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, 
     lengths: [N], the positions of each sequence (they sum to M); mask: [M] additive, 0 at tokens and
     the most negative float32 at padding, or None when there is no padding. Returns the context [C, M].
     Channels-first, each head of a sequence is a [C/H, W] block of rows, read in place by both
-    products, and its context is written in place into the output.
+    products, and its context is written in place into the output. q is scaled in place: pass a
+    copy to keep it.
     """
     C, M = q.shape
     d = C // n_head  # channels per head
