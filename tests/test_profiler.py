@@ -94,13 +94,15 @@ def test_profile_holds_every_module_and_adds_up(head):
                 assert (m["elements"], m["elementwise_ops"]) == steps[m["name"]]
                 assert m["ns_per_element"] == pytest.approx(1e6 * m["ms"] / m["elements"])
         assert p["modules_ms"] == pytest.approx(sum(m["ms"] for m in p["modules"]))
+        assert len(p["pairs"]) == 3  # a profiled pass's modules are disjoint intervals inside it:
+        assert all(0 < pair["modules_ms"] <= pair["profiled_ms"] for pair in p["pairs"])
         assert sum(m["time_share"] for m in p["modules"]) == pytest.approx(1)
         assert sum(m["flop_share"] for m in p["modules"]) == pytest.approx(1)
         calls = {m["name"]: m["calls"] for m in p["modules"]}
         assert calls["query"] == calls["attention_scores"] / N == cfg.num_hidden_layers  # attention: per sequence
     table = "\n".join(profiler.profile_table(profiles["bert"]))
     for label in ("FFN intermediate", "GELU (exact erf)", "**all matrix products**", "**all elementwise steps**",
-                  f"the forward pass took {profiles['bert']['forward_ms']:.2f} ms unprofiled"):
+                  f"the unprofiled forward pass took {profiles['bert']['forward_ms']:.2f} ms"):
         assert label in table
 
 
@@ -147,11 +149,12 @@ def test_report_measure_writes_the_profile_sweeps_and_figures(small_configs, tmp
     stdout, err = capsys.readouterr()
     assert code == 0, err
     r = json.loads(stdout)
-    assert {"repeats", "cpus", "cpu", "numpy", "blas", "blas_threads"} <= set(r["measured"])
-    assert r["measured"]["blas_threads"] in (1, None)  # --threads 1, the default, while measuring
+    assert r["measured"] == {"repeats": 2}
+    assert set(r["machine"]) == {"cpus", "cpu", "numpy", "blas", "blas_threads"}
+    assert r["machine"]["blas_threads"] in (1, None)  # --threads 1, the default, while measuring
     for entry, family in zip(r["models"], ("squeezebert", "bert")):
         p = entry["profile"]
-        assert {"forward_ms", "forward_min_ms", "profiled_ms", "modules_ms", "repeats", "modules"} <= set(p)
+        assert {"forward_ms", "forward_min_ms", "profiled_ms", "modules_ms", "repeats", "modules", "pairs"} <= set(p)
         assert entry["latency_ms"] == p["forward_ms"] > 0
         steps = flops.elementwise_steps(small(family), 8, 2)
         assert [m["name"] for m in p["modules"]] == [m for m in flops.modules(None) if m != "embeddings"] + list(steps)
@@ -190,7 +193,8 @@ def test_bench_profile(small_configs, capsys):
                  "--json"]) == 0
     m = json.loads(capsys.readouterr().out)["results"][0]
     names = [x["name"] for x in m["profile"]["modules"]]
-    assert names == [x for x in flops.modules(None) if x != "embeddings"] + list(flops.elementwise_steps(small("bert"), 12))
+    steps = flops.elementwise_steps(small("bert"), 12)
+    assert names == [x for x in flops.modules(None) if x != "embeddings"] + list(steps)
     assert sum(x["flops"] for x in m["profile"]["modules"]) * 1e-9 == pytest.approx(m["gflops"])
     assert main(["bench", str(small_configs["bert"]), "--seq-len", "12", "--repeat", "2", "--profile"]) == 0
     table = capsys.readouterr().out
@@ -204,3 +208,18 @@ def test_using_blas_threads_restores_the_count():
     with measure.using_blas_threads(1):
         assert measure.blas_threads_in_use() == 1
     assert measure.blas_threads_in_use() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "--measure", "--threads", "0"], "--threads must be a positive integer"),
+    (["report", "--plot-format", "gif"], None),  # argparse's own message, exit status 2
+])
+def test_bad_measure_arguments(argv, message, capsys):
+    if message is None:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "invalid choice: 'gif'" in capsys.readouterr().err
+        return
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npsqueeze report: error: ") and message in err and err.count("\n") == 1

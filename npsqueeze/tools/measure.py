@@ -1,5 +1,6 @@
 """What the measuring tools share: timing in turns, the matrix-product floor, peak memory, the
-machine (CPU, BLAS and its threads), glibc's kept memory, random weights and the workload checks of `bench` and `report`."""
+machine (CPU, BLAS and its threads), glibc's kept memory, random weights and the workload checks of
+`bench` and `report`."""
 
 from __future__ import annotations
 

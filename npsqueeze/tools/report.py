@@ -135,7 +135,7 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                               "rows": groups_sweep(first, seq_len, batch_size, head)}
     if repeats is not None:
         with using_blas_threads(threads):
-            report["measured"] = {"repeats": repeats, **environment()}
+            report["measured"], report["machine"] = {"repeats": repeats}, environment()
             measure(report, loaded, repeats)
     return report, list(loaded.values())
 
@@ -202,10 +202,10 @@ def summary(r: dict) -> list[str]:
 
 def measured_section(r: dict) -> list[str]:
     """Latency, where the time goes per module, why the speedup is not the FLOP ratio, and the sweeps."""
-    models, base, machine = r["models"], r["models"][-1], r["measured"]
+    models, base, machine = r["models"], r["models"][-1], r["machine"]
     out = ["## Measured on this machine", "",
-           f"The NumPy engine with random weights, median of {machine['repeats']} runs after a warm-up, the "
-           f"models taking turns. {machine['cpu']}, {machine['cpus']} CPU(s); NumPy {machine['numpy']} on "
+           f"The NumPy engine with random weights, median of {r['measured']['repeats']} runs after a warm-up, "
+           f"the models taking turns. {machine['cpu']}, {machine['cpus']} CPU(s); NumPy {machine['numpy']} on "
            f"{machine['blas']}, {machine['blas_threads'] or 'unknown'} BLAS thread(s). On a shared machine "
            "compare the ratios, not the times.", "",
            f"| model | latency (ms) | speedup over {base['name']} | FLOP ratio |", "|---|--:|--:|--:|",
