@@ -282,6 +282,15 @@ def plot_latency_vs_groups(plt, r: dict):
     return fig
 
 
+def seq_len_axis(ax, seqs: list[int]) -> None:
+    """Sequence lengths on a log2 x axis, each one a tick; a grid and a legend."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(seqs, [str(w) for w in seqs])
+    ax.set_xlabel("sequence length (tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_latency_vs_seq_len(plt, r: dict):
     """Measured latency against sequence length per model; the baseline's time ratio beside its FLOP ratio."""
     rows, names = r["sweeps"]["seq_len"], [m["name"] for m in r["models"]]
@@ -295,11 +304,7 @@ def plot_latency_vs_seq_len(plt, r: dict):
         ax2.plot(seqs, [row["flops"][names[-1]] / row["flops"][name] for row in rows], "s--", color=color,
                  alpha=0.6, label=f"{names[-1]} / {name}: FLOPs")
     for a in (ax, ax2):
-        a.set_xscale("log", base=2)
-        a.set_xticks(seqs, [str(w) for w in seqs])
-        a.set_xlabel("sequence length (tokens)")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        seq_len_axis(a, seqs)
     ax.set_yscale("log")
     ax.set_ylabel("ms per forward pass (median)")
     ax.set_title(f"Latency against sequence length (batch {r['batch_size']})")

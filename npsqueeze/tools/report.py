@@ -358,11 +358,7 @@ def plot_flops_vs_seq_len(plt, r: dict, configs: list[Config]):
         for m, attn, color in zip(r["models"], attns, cycle(LINE_COLORS)):
             ax.plot(seqs, attn, "s--", color=color, label=f"{m['name']}: attention matmuls")
     for a in (ax, ax2):
-        a.set_xscale("log", base=2)
-        a.set_xticks(seqs, [str(w) for w in seqs])
-        a.set_xlabel("sequence length (tokens)")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        profiler.seq_len_axis(a, seqs)
     ax.set_yscale("log")
     ax.set_ylabel("GFLOPs")
     ax.set_title(f"FLOPs against sequence length (batch {r['batch_size']})")
