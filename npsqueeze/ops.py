@@ -31,6 +31,7 @@ class Counts:
     calls: int = 0
     flops: int = 0  # 2 x multiply-adds of its matrix products
     seconds: float = 0.0  # measured only in a timed tally
+    elements: int = 0  # of the arrays its calls wrote (products always, elementwise steps when timed)
 
 
 _tally: dict[str, Counts] | None = None  # module -> Counts, while a `tally()` block is open
@@ -63,10 +64,11 @@ def count_flops():
     flops.update({module: c.flops for module, c in counts.items()})
 
 
-def _record(module: str, flops: int, start: float | None) -> None:
+def _record(module: str, y: np.ndarray, flops: int, start: float | None) -> None:
     c = _tally.setdefault(module, Counts())
     c.calls += 1
     c.flops += flops
+    c.elements += y.size
     if start is not None:
         c.seconds += time.perf_counter() - start
 
@@ -80,7 +82,7 @@ def step(module: str):
                 return op(*args, **kwargs)
             start = time.perf_counter()
             y = op(*args, **kwargs)
-            _record(module, 0, start)
+            _record(module, y, 0, start)
             return y
         return run
     return decorate
@@ -97,7 +99,7 @@ def matmul(a: np.ndarray, b: np.ndarray, tag: str, out: np.ndarray | None = None
         return np.matmul(a, b, out=out)
     start = time.perf_counter() if _timed else None
     y = np.matmul(a, b, out=out)
-    _record(tag, 2 * y.size * a.shape[-1], start)  # each output element took a.shape[-1] multiply-adds
+    _record(tag, y, 2 * y.size * a.shape[-1], start)  # each output element took a.shape[-1] multiply-adds
     return y
 
 

@@ -287,7 +287,7 @@ def test_progress_lines_on_request(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "npsqueeze report: counting squeezebert-uncased's FLOPs as the engine runs",
         "npsqueeze report: counting bert-base-uncased's FLOPs as the engine runs",
-        "npsqueeze report: timing 2 models (repeat 1)"]
+        "npsqueeze report: timing 2 models, their modules and the sweeps (repeat 1)"]
 
 
 def test_out_must_not_be_a_file(tmp_path, capsys):

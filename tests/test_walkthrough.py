@@ -112,12 +112,7 @@ def repl_syntax_errors(source: str) -> list[tuple[int, str]]:
     return errors
 
 
-REPL_PENDING = {"08-measuring-speed": "rewritten on branch issue-15"}  # chapter -> why it may not paste yet
-
-
-@pytest.mark.parametrize("chapter", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=False, reason=REPL_PENDING[c.stem])) if c.stem in REPL_PENDING else c
-    for c in CHAPTERS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_blocks_paste_into_the_repl(chapter):
     """walkthrough/README.md invites readers to paste each block into Python's REPL, where a blank line
     ends an indented block and an unindented line must follow one: check that every block pastes."""

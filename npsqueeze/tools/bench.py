@@ -9,7 +9,8 @@ the child's peak resident memory is then that model's alone.
 Effective GFLOP/s is the model's FLOPs (flops.analytic_flops: 2 x the multiply-adds of its matmuls,
 elementwise work excluded, as in the paper) divided by the median latency. The ratio is a model's
 median latency over the first model's on the same workload. Each workload's result shows on stderr
-as it finishes.
+as it finishes. `--profile` adds where the time goes: every module's time beside its FLOPs
+(profiler.py), as `npsqueeze report --measure` shows it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from ..config import NpsqueezeError, load_config
 from ..model import from_pretrained
 from ..weights import CONVERTED, WEIGHT_FILES
-from . import flops
+from . import flops, profiler
 from .measure import (THREAD_VARS, WARMUP, blas_threads, check_workload, environment, keep_freed_memory, peak_rss,
                       random_weight, timings)
 
@@ -36,8 +37,9 @@ DEFAULT_MODELS = ["squeezebert-uncased", "bert-base-uncased"]
 
 # --- one measurement, in the child process ---------------------------------------------------
 
-def measure(spec: str, batch_size: int, seq_len: int, repeat: int) -> dict:
-    """Load (or randomly initialise) one model and time it on one workload; the result as a dict."""
+def measure(spec: str, batch_size: int, seq_len: int, repeat: int, profile: bool = False) -> dict:
+    """Load (or randomly initialise) one model and time it on one workload; the result as a dict.
+    With `profile`, also the time of each module beside its FLOPs (profiler.profile)."""
     name, cfg = load_config(spec)
     folder = Path(spec)
     checkpoint = folder.is_dir() and any((folder / f).is_file() for f in (CONVERTED, *WEIGHT_FILES))
@@ -54,7 +56,7 @@ def measure(spec: str, batch_size: int, seq_len: int, repeat: int) -> dict:
     gflops = sum(flops.analytic_flops(cfg, seq_len, batch_size, model.head).values()) / 1e9
     weights = 4 * sum(flops.params(cfg, model.head).values())  # bytes, float32
     rss = peak_rss()
-    return {
+    result = {
         "model": name, "weights": "checkpoint" if checkpoint else "random", "head": model.head,
         "batch_size": batch_size, "seq_len": seq_len, "threads": blas_threads(),
         "median_ms": 1e3 * median, "min_ms": 1e3 * float(times.min()),
@@ -62,16 +64,21 @@ def measure(spec: str, batch_size: int, seq_len: int, repeat: int) -> dict:
         "load_s": load_seconds if checkpoint else None, "weights_mb": weights / 1e6,
         "peak_rss_mb": rss / 1e6 if rss else None, "rss_over_weights": rss / weights if rss else None,
     }
+    if profile:  # after the peak memory: the profile's tallies are not the model's
+        result["profile"] = profiler.profile({name: model}, ids, repeat)[name]
+    return result
 
 
 # --- the command -----------------------------------------------------------------------------
 
-def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: int | None) -> dict:
+def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: int | None,
+              profile: bool = False) -> dict:
     """`measure` in a fresh Python process, with the BLAS thread variables set to `threads`."""
     env = dict(os.environ)
     if threads:
         env.update({var: str(threads) for var in THREAD_VARS})
-    job = json.dumps({"spec": spec, "batch_size": batch_size, "seq_len": seq_len, "repeat": repeat})
+    job = json.dumps({"spec": spec, "batch_size": batch_size, "seq_len": seq_len, "repeat": repeat,
+                      "profile": profile})
     done = subprocess.run([sys.executable, "-m", "npsqueeze.tools.bench"], input=job, env=env,
                           capture_output=True, text=True)
     if done.returncode:
@@ -93,6 +100,10 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {m['model']} | {m['weights']} | {m['batch_size']} | {m['seq_len']} | {m['threads'] or '-'} | "
                      f"{m['median_ms']:.1f} | {m['min_ms']:.1f} | {m['ratio']:.2f} | {m['sequences_per_s']:.1f} | "
                      f"{m['gflops']:.2f} | {m['effective_gflop_per_s']:.1f} | {rss} |")
+    for m in r["results"]:
+        if "profile" in m:
+            lines += ["", f"## Where the time goes: {m['model']}, batch {m['batch_size']} x {m['seq_len']}", "",
+                      *profiler.profile_table(m["profile"])]
     return "\n".join(lines) + "\n"
 
 
@@ -109,6 +120,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int,
                    help="BLAS threads: sets " + ", ".join(THREAD_VARS) + " for the measurement "
                         "(default: as the environment says, else BLAS uses every core)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time every matrix product and elementwise step of the forward pass beside "
+                        "its FLOPs (as `npsqueeze report --measure` does)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
 
 
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     workloads = [(spec, N, W) for spec in specs for N in args.batch_size for W in args.seq_len]
     results = []
     for i, (spec, N, W) in enumerate(workloads, 1):
-        m = run_child(spec, N, W, args.repeat, args.threads)
+        m = run_child(spec, N, W, args.repeat, args.threads, args.profile)
         first = next((f for f in results if (f["batch_size"], f["seq_len"]) == (N, W)), m)
         m["ratio"] = m["median_ms"] / first["median_ms"]
         results.append(m)

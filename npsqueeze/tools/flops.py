@@ -22,6 +22,12 @@ from ..weights import HEADS_ON_POOLER, has_pooler, weight_map
 # Every module of the breakdown, in the order data flows through the model.
 MODULES = ("embeddings", "query", "key", "value", "attention_scores", "attention_context",
            "post_attention", "intermediate", "output", "pooler", "head")
+LABELS = {  # module -> what the paper / BERT calls it
+    "embeddings": "embeddings", "query": "Q projection", "key": "K projection", "value": "V projection",
+    "attention_scores": "attention scores Q^T K", "attention_context": "attention context (probs, V)",
+    "post_attention": "post-attention", "intermediate": "FFN intermediate", "output": "FFN output",
+    "pooler": "pooler", "head": "head",
+}
 ATTENTION = ("attention_scores", "attention_context")  # the matmuls between activations: no weights, no groups
 ROLE_MODULE = {"q_groups": "query", "k_groups": "key", "v_groups": "value",
                "post_attention_groups": "post_attention", "intermediate_groups": "intermediate",
@@ -114,6 +120,41 @@ def elementwise_ops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | 
     elif head:
         e["head"] = (N if head in HEADS_ON_POOLER else M) * head_outputs(cfg, head) * op["add"]
     return e
+
+
+# The elementwise steps `ops.tally(timed=True)` times, each under its own name.
+STEPS = ("embeddings", "layout", "add", "layer_norm", "softmax", "gelu", "relu", "tanh")
+
+
+def elementwise_steps(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None
+                      ) -> dict[str, tuple[int, int]]:
+    """Per elementwise step of the engine (STEPS, as `ops.tally` names them): the elements its calls
+    write and the operations they take (ELEMENTWISE_OPS), for `batch_size` unpadded sequences of
+    `seq_len` tokens. Nothing is padded, so the engine adds no mask: unlike `elementwise_ops`, none
+    is counted. Table lookups and layout copies move memory and do no arithmetic: 0 operations.
+    """
+    op = {name: n for name, (n, _) in ELEMENTWISE_OPS.items()}
+    N, W, C, L, H = batch_size, seq_len, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads
+    M, act = N * W, cfg.hidden_act
+    parts = [("embeddings", 3 * M * C, 0), ("add", 2 * M * C, op["add"]),  # word, position, token type
+             ("layer_norm", M * C, op["layer_norm"]), ("layout", 2 * M * C, 0)]  # [M, C] <-> [C, M], in and out
+    parts += [("add", L * M * cout, op["add"]) for _, _, cout in cfg.conv_shapes()]  # the biases
+    parts += [("softmax", L * M * C, op["scale"]),  # the queries' 1/sqrt(d), counted with the softmax
+              ("softmax", L * N * H * W * W, op["softmax"]),
+              ("add", 2 * L * M * C, op["add"]), ("layer_norm", 2 * L * M * C, op["layer_norm"]),  # residuals
+              (act, L * M * cfg.intermediate_size, op[act])]
+    if has_pooler(head):
+        parts += [("add", N * C, op["add"]), ("tanh", N * C, op["tanh"])]
+    if head == "mlm":
+        parts += [("add", M * C, op["add"]), (act, M * C, op[act]), ("layer_norm", M * C, op["layer_norm"]),
+                  ("add", M * cfg.vocab_size, op["add"])]
+    elif head:
+        parts.append(("add", (N if head in HEADS_ON_POOLER else M) * head_outputs(cfg, head), op["add"]))
+    steps = {}
+    for step, elements, per_element in parts:
+        n, ops = steps.get(step, (0, 0))
+        steps[step] = (n + elements, ops + elements * per_element)
+    return {step: steps[step] for step in STEPS if step in steps}
 
 
 def engine_model(cfg: Config, head: str | None, make: Callable[[tuple], np.ndarray]):

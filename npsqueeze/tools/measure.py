@@ -1,5 +1,6 @@
 """What the measuring tools share: timing in turns, the matrix-product floor, peak memory, the
-machine, glibc's kept memory, random weights and the workload checks of `bench` and `report`."""
+machine (CPU, BLAS and its threads), glibc's kept memory, random weights and the workload checks of
+`bench` and `report`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from typing import Callable
 from unittest import mock
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from .. import ops
 from ..config import Config, NpsqueezeError, load_config
+from ..parallel import blas_libraries, set_threads
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
 WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
@@ -79,9 +82,45 @@ def peak_rss() -> int | None:
 
 
 def environment() -> dict:
-    """What the numbers depend on: NumPy, its BLAS, the CPUs."""
+    """What the numbers depend on: NumPy, its BLAS and the threads BLAS runs, the CPUs."""
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}", "cpus": os.cpu_count()}
+    return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
+            "blas_threads": blas_threads_in_use(), "cpus": os.cpu_count(), "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The CPU's name as the OS reports it (Linux: /proc/cpuinfo's "model name")."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+GET_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
+               "openblas_get_num_threads", "MKL_Get_Max_Threads")  # as parallel.SET_THREADS
+
+
+def blas_threads_in_use() -> int | None:
+    """The threads BLAS runs matrix products on in this process, as the library says (None: it does not say)."""
+    for lib in blas_libraries():
+        for name in GET_THREADS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                return int(fn())
+    return None
+
+
+@contextmanager
+def using_blas_threads(n: int):
+    """BLAS runs its matrix products on `n` threads inside the block, then on as many as before."""
+    before = blas_threads_in_use()
+    set_threads(n)
+    try:
+        yield
+    finally:
+        if before:
+            set_threads(before)
 
 
 def blas_threads() -> int | None:

@@ -2,8 +2,9 @@
 
 Parameters and FLOPs per module from the configs alone (no weights, no network), the FLOPs counted
 twice: from formulas (flops.analytic_flops) and by running the engine on zero-cost weights
-(flops.instrumented_flops). The two must agree exactly. With `--measure`, latency through the engine
-with random weights of the same configs; with `--out DIR`, report.md, report.json and plots.
+(flops.instrumented_flops). The two must agree exactly. With `--measure`, the same configs run through
+the engine with random weights: latency, where the time goes module by module (profiler.py), and
+latency against groups and sequence length; with `--out DIR`, report.md, report.json and plots.
 The command exits with status 1 if the two FLOP counts ever disagree.
 """
 
@@ -14,8 +15,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import statistics
 import sys
 from itertools import cycle
 from pathlib import Path
@@ -23,21 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
-from . import flops
+from . import flops, profiler
 from .cli import atomic_write
-from .measure import check_workload, random_weight, timings
+from .flops import LABELS
+from .measure import check_workload, environment, random_weight, using_blas_threads
+from .profiler import LINE_COLORS
 
 BASELINE = "bert-base-uncased"
 DEFAULT_MODELS = ["squeezebert-uncased"]
 SEQ_SWEEP = (16, 32, 64, 128, 256, 512)
 GROUPS_SWEEP = (1, 2, 4, 8, 16)
 SWEPT_ROLES = ("q_groups", "k_groups", "v_groups", "intermediate_groups", "output_groups")  # grouped in the paper
-LABELS = {  # module -> what the paper / BERT calls it
-    "embeddings": "embeddings", "query": "Q projection", "key": "K projection", "value": "V projection",
-    "attention_scores": "attention scores Q^T K", "attention_context": "attention context (probs, V)",
-    "post_attention": "post-attention", "intermediate": "FFN intermediate", "output": "FFN output",
-    "pooler": "pooler", "head": "head",
-}
 COLORS = {
     "embeddings": "#9e9e9e", "query": "#1f4e9c", "key": "#4a7fd4", "value": "#9ab8ee",
     "attention_scores": "#d9480f", "attention_context": "#fd9a5a", "post_attention": "#7b3fa0",
@@ -84,27 +79,50 @@ def groups_sweep(cfg: Config, seq_len: int, batch_size: int, head: str | None) -
     return rows
 
 
-def measure(configs: dict[str, Config], seq_len: int, batch_size: int, head: str | None, repeat: int
-            ) -> dict[str, float]:
-    """Median latency in seconds of one forward pass through the engine, random weights of each config."""
+def measure(report: dict, configs: dict[str, Config], repeat: int) -> None:
+    """Time the models through the engine with random weights, into `report`: each model's profile
+    (profiler.profile) and latency, then the sweeps, measured beside the counts: latency against
+    sequence length for every model, and against the group count G for the first."""
+    seq_len, batch_size, head = report["seq_len"], report["batch_size"], report["head"]
     rng = np.random.default_rng(0)
-    ids = flops.dummy_ids(seq_len, batch_size, head)
-    models = {name: flops.engine_model(cfg, head, lambda shape: random_weight(rng, shape))
-              for name, cfg in configs.items()}
-    times = timings({name: (lambda m=m: m(ids)) for name, m in models.items()}, repeat)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+
+    def build(cfg: Config):
+        return flops.engine_model(cfg, head, lambda shape: random_weight(rng, shape))
+
+    models = {name: build(cfg) for name, cfg in configs.items()}
+    profiles = profiler.profile(models, flops.dummy_ids(seq_len, batch_size, head), repeat)
+    for entry in report["models"]:
+        entry["profile"] = profiles[entry["name"]]
+        entry["latency_ms"] = entry["profile"]["forward_ms"]
+    longest = min(cfg.max_position_embeddings for cfg in configs.values())
+    seqs = [W for W in SEQ_SWEEP if W <= longest]
+    times = profiler.latencies({(name, W): (model, flops.dummy_ids(W, batch_size, head))
+                                for W in seqs for name, model in models.items()}, repeat)
+    seq_rows = [{"seq_len": W,
+                 "flops": {name: sum(flops.analytic_flops(cfg, W, batch_size, head).values())
+                           for name, cfg in configs.items()},
+                 "ms": {name: times[name, W]["ms"] for name in configs},
+                 "min_ms": {name: times[name, W]["min_ms"] for name in configs}} for W in seqs]
+    del models  # the swept models take their memory
+    sweep, first = report["groups_sweep"], next(iter(configs.values()))
+    swept = {row["groups"]: (build(dataclasses.replace(first, **{role: row["groups"] for role in SWEPT_ROLES})),
+                             flops.dummy_ids(seq_len, batch_size, head)) for row in sweep["rows"]}
+    times = profiler.latencies(swept, repeat)
+    report["sweeps"] = {"model": sweep["model"], "roles": sweep["roles"], "configured": sweep["configured"],
+                        "groups": [row | times[row["groups"]] for row in sweep["rows"]], "seq_len": seq_rows}
 
 
 def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head: str | None = None,
                  instrument: bool = True, repeat: int | None = None, baseline: str = BASELINE,
-                 progress: bool = False) -> tuple[dict, list[Config]]:
+                 threads: int = 1, progress: bool = False) -> tuple[dict, list[Config]]:
     """The report as a dict (the JSON output) and the configs of its models; the baseline comes last.
 
-    With `repeat`, also each model's latency (median of `repeat` runs). `progress`: a line on stderr
-    before each long step (counting while the engine runs, timing).
+    With `repeat`, also the machine, each model's latency and profile, and the measured sweeps
+    (medians of `repeat` runs), BLAS running its products on `threads` threads. `progress`: a line on
+    stderr before each long step (counting while the engine runs, timing).
     """
     named = check_workload([*specs, baseline], seq_len, seq_len=seq_len, batch_size=batch_size,
-                           repeat=1 if repeat is None else repeat)
+                           repeat=1 if repeat is None else repeat, threads=threads)
     base_name, base_cfg = named[-1]
     loaded = {name: cfg for name, cfg in named if name != base_name} | {base_name: base_cfg}  # baseline last
     say = (lambda message: print(f"npsqueeze report: {message}", file=sys.stderr)) if progress else (lambda _: None)
@@ -121,11 +139,10 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                               "configured": configured.pop() if len(configured) == 1 else None,
                               "rows": groups_sweep(first, seq_len, batch_size, head)}
     if repeat is not None:
-        report["measured"] = {"repeat": repeat, "cpus": os.cpu_count()}
-        say(f"timing {len(loaded)} models (repeat {repeat})")
-        latency = measure(loaded, seq_len, batch_size, head, repeat)
-        for entry in report["models"]:
-            entry["latency_ms"] = 1e3 * latency[entry["name"]]
+        say(f"timing {len(loaded)} models, their modules and the sweeps (repeat {repeat})")
+        with using_blas_threads(threads):
+            report["measured"], report["machine"] = {"repeat": repeat}, environment()
+            measure(report, loaded, repeat)
     return report, list(loaded.values())
 
 
@@ -190,14 +207,26 @@ def summary(r: dict) -> list[str]:
 
 
 def measured_section(r: dict) -> list[str]:
-    models, base = r["models"], r["models"][-1]
-    return ["## Measured on this machine", "",
-            f"The NumPy engine with random weights, median of {r['measured']['repeat']} runs after a "
-            f"warm-up, the models taking turns, {r['measured']['cpus']} CPU(s): on a shared machine "
-            "compare the ratio, not the times.", "",
-            f"| model | latency (ms) | speedup over {base['name']} | FLOP ratio |", "|---|--:|--:|--:|",
-            *(f"| {m['name']} | {m['latency_ms']:.1f} | {base['latency_ms'] / m['latency_ms']:.2f}x | "
-              f"{base['flops'] / m['flops']:.2f}x |" for m in models)]
+    """Latency, where the time goes per module, why the speedup is not the FLOP ratio, and the sweeps."""
+    models, base, machine = r["models"], r["models"][-1], r["machine"]
+    out = ["## Measured on this machine", "",
+           f"The NumPy engine with random weights, median of {r['measured']['repeat']} runs after a warm-up, "
+           f"the models taking turns. {machine['cpu']}, {machine['cpus']} CPU(s); NumPy {machine['numpy']} on "
+           f"{machine['blas']}, {machine['blas_threads'] or 'unknown'} BLAS thread(s). On a shared machine "
+           "compare the ratios, not the times.", "",
+           f"| model | latency (ms) | speedup over {base['name']} | FLOP ratio |", "|---|--:|--:|--:|",
+           *(f"| {m['name']} | {m['latency_ms']:.1f} | {base['latency_ms'] / m['latency_ms']:.2f}x | "
+             f"{base['flops'] / m['flops']:.2f}x |" for m in models),
+           "", "## Where the time goes", "",
+           "Every matrix product and every elementwise step of the forward pass timed on its own, in the "
+           "pass that counts the FLOPs (`ops.tally`). Shares of time are of the modules' sum. The "
+           "elementwise steps do no FLOPs: their rate is in ns per element written."]
+    for m in models:
+        out += ["", f"### {m['name']}", "", *profiler.profile_table(m["profile"])]
+    for m in models[:-1]:
+        out += ["", f"### {base['name']} against {m['name']}, module by module", "",
+                *profiler.compare_table(m, base), "", *profiler.why_section(m, base)]
+    return out + ["", "## Measured sweeps", "", *profiler.sweep_tables(r)]
 
 
 def paper_section(r: dict, sq: dict, base: dict) -> list[str]:
@@ -210,6 +239,9 @@ def paper_section(r: dict, sq: dict, base: dict) -> list[str]:
     same = r["seq_len"] == PAPER["seq_len"] and r["batch_size"] == 1 and r["head"] in (None, "sequence")
     shares = (f"{attention_share(sq):.0%} of {sq['name']}'s FLOPs against {attention_share(base):.0%} "
               f"of {base['name']}'s")
+    measured = ("\"Where the time goes\" above measures each module and computes where the gap comes from"
+                if "profile" in sq else "`npsqueeze report --measure` times each module and computes where "
+                "the gap comes from on this machine")
     return [
         "## The paper's claims beside ours", "",
         f"| | paper (Iandola et al. 2020, {PAPER['device']}) | npsqueeze, {sq['name']} vs {base['name']} |",
@@ -223,10 +255,9 @@ def paper_section(r: dict, sq: dict, base: dict) -> list[str]:
         f"Why a FLOP ratio of {flop_ratio:.1f}x is not a {flop_ratio:.1f}x speedup: FLOPs count "
         "multiply-adds, not time. The attention matmuls have no weights and no groups, so they do not "
         f"shrink ({shares} at this length, more at longer ones). The elementwise work (softmax, LayerNorm, "
-        "GELU, adds) is the same for both models and is limited by memory bandwidth, not arithmetic; so is "
-        f"reading the encoder's weights ({encoder_mb(sq):.0f} MB against {encoder_mb(base):.0f} MB in "
-        "float32, every one read once per forward pass) at batch 1. A grouped layer is G small matrix products, which BLAS runs at a lower "
-        "FLOP rate than one large one, and the per-call overhead of the framework is the same for both. "
+        f"GELU, adds: {sq['elementwise_ops'] / 1e9:.2f} G operations against {base['elementwise_ops'] / 1e9:.2f} G) "
+        "counts no FLOPs and does not shrink either. The encoder's weights, read once per forward pass, "
+        f"are {encoder_mb(sq):.0f} MB against {encoder_mb(base):.0f} MB in float32. {measured}. "
         f"The paper's {PAPER['speedup']}x came from PyTorch mobile at {PAPER['seq_len']} tokens on a phone "
         "CPU: another runtime and processor, whose kernels favour each model differently, so neither "
         "the FLOP ratio nor a speedup measured on this machine reproduces it.",
@@ -289,8 +320,6 @@ FORMATS = {"md": to_markdown, "json": to_json, "csv": to_csv}
 
 # --- plots -------------------------------------------------------------------------------------------
 
-LINE_COLORS = ("#1f4e9c", "#d9480f", "#2b8a3e", "#7b3fa0", "#8d6e63", "#e64980")  # one per model
-
 
 def plot_flops_by_module(plt, r: dict):
     """FLOPs per module, stacked: one bar per model."""
@@ -335,11 +364,7 @@ def plot_flops_vs_seq_len(plt, r: dict, configs: list[Config]):
         for m, attn, color in zip(r["models"], attns, cycle(LINE_COLORS)):
             ax.plot(seqs, attn, "s--", color=color, label=f"{m['name']}: attention matmuls")
     for a in (ax, ax2):
-        a.set_xscale("log", base=2)
-        a.set_xticks(seqs, [str(w) for w in seqs])
-        a.set_xlabel("sequence length (tokens)")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        profiler.seq_len_axis(a, seqs)
     ax.set_yscale("log")
     ax.set_ylabel("GFLOPs")
     ax.set_title(f"FLOPs against sequence length (batch {r['batch_size']})")
@@ -400,32 +425,40 @@ def plot_groups_sweep(plt, r: dict):
     return fig
 
 
-def plots(r: dict, configs: list[Config]) -> dict[str, bytes]:
-    """The report's figures as PNG bytes, by file name. matplotlib is imported here, only when asked."""
+PLOT_FORMATS = ("png", "svg", "pdf")
+DPI = 150  # PNG: sharp on a slide
+
+
+def plots(r: dict, configs: list[Config], fmt: str = "png") -> dict[str, bytes]:
+    """The report's figures as `fmt` bytes, by file name; with the measured ones if the report was
+    measured. matplotlib is imported here, only when asked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs = {"flops_by_module.png": plot_flops_by_module(plt, r),
-            "flops_vs_seq_len.png": plot_flops_vs_seq_len(plt, r, configs),
-            "params_by_module.png": plot_params_by_module(plt, r),
-            "groups_sweep.png": plot_groups_sweep(plt, r)}
-    pngs = {}
+    figs = {"flops_by_module": plot_flops_by_module(plt, r),
+            "flops_vs_seq_len": plot_flops_vs_seq_len(plt, r, configs),
+            "params_by_module": plot_params_by_module(plt, r),
+            "groups_sweep": plot_groups_sweep(plt, r)}
+    if "sweeps" in r:
+        figs |= {name: draw(plt, r) for name, draw in profiler.FIGURES.items()}
+    files = {}
     for name, fig in figs.items():
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        fig.savefig(buf, format=fmt, dpi=DPI)
         plt.close(fig)
-        pngs[name] = buf.getvalue()
-    return pngs
+        files[f"{name}.{fmt}"] = buf.getvalue()
+    return files
 
 
-def write_out(out: Path, r: dict, configs: list[Config]) -> list[Path]:
-    """report.md, report.json and the plots into `out` (created if need be)."""
+def write_out(out: Path, r: dict, configs: list[Config], plot_format: str = "png") -> list[Path]:
+    """report.md, report.json and the plots (`plot_format` files) into `out` (created if need be)."""
     if out.exists() and not out.is_dir():
         raise NpsqueezeError(f"--out {out} exists and is not a directory")
-    files = {"report.md": to_markdown(r).encode(), "report.json": to_json(r).encode(), **plots(r, configs)}
+    files = {"report.md": to_markdown(r).encode(), "report.json": to_json(r).encode(),
+             **plots(r, configs, plot_format)}
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         with atomic_write(out / name) as f:
@@ -447,21 +480,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="md", help="what to print (default md)")
     p.add_argument("--json", action="store_const", const="json", dest="format", default=argparse.SUPPRESS,
                    help="the same as --format json")
-    p.add_argument("--out", type=Path, metavar="DIR", help="also write report.md, report.json and PNG plots here")
+    p.add_argument("--out", type=Path, metavar="DIR", help="also write report.md, report.json and plots here")
+    p.add_argument("--plot-format", choices=PLOT_FORMATS, default="png",
+                   help=f"the plots' file format with --out (default png, {DPI} dpi)")
     p.add_argument("--analytic-only", action="store_true",
                    help="skip the instrumented count (a forward pass per model, ~1 s per 100 GFLOP)")
     p.add_argument("--measure", action="store_true",
-                   help="also time each model through the engine with random weights")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per model with --measure (default 5)")
+                   help="also time each model through the engine with random weights: latency, the time of "
+                        "each module beside its FLOPs, and latency against groups and sequence length")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs of each pass with --measure (default 5)")
     p.add_argument("--repeats", type=int, dest="repeat", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its old name
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads for the matrix products with --measure (default 1, as npsqueeze's "
+                        "pipelines: the elementwise steps run on one core whatever this says, and on a busy "
+                        "machine BLAS threads wait for each other at every product)")
 
 
 def run(args: argparse.Namespace) -> int:
     r, configs = build_report(args.config or DEFAULT_MODELS, args.seq_len, args.batch_size, args.head,
                               instrument=not args.analytic_only, repeat=args.repeat if args.measure else None,
-                              baseline=args.baseline, progress=sys.stderr.isatty())
+                              baseline=args.baseline, threads=args.threads, progress=sys.stderr.isatty())
     if args.out:
-        for path in write_out(args.out, r, configs):
+        for path in write_out(args.out, r, configs, args.plot_format):
             print(f"wrote {path}", file=sys.stderr)
     print(FORMATS[args.format](r), end="")
     return 0 if all(m.get("counts_agree", True) for m in r["models"]) else 1
