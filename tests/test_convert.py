@@ -301,6 +301,11 @@ def evil_legacy(folder: Path, ref) -> None:
     write_legacy(folder / "pytorch_model.bin", dumps(Call(Global("builtins.exec"), create)), {})
 
 
+def memo_bomb(folder: Path, ref) -> None:  # the C unpickler allocates 32 GB for this memo index
+    with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as z:
+        z.writestr("pytorch_model/data.pkl", b"\x80\x02]r\xff\xff\xff\xff.")
+
+
 def weights_a_folder(folder: Path, ref) -> None:
     (folder / "pytorch_model.bin").unlink()
     (folder / "pytorch_model.bin").mkdir()
@@ -369,6 +374,11 @@ BAD = {  # name -> (edit(folder, torch model), what the error says; {bin} is the
     "bfloat16": (bfloat16_bias, "{bin}: tensor transformer.pooler.dense.bias has type torch.BFloat16Storage, which "
                  "npsqueeze does not read"),
     "float16 overflow": (huge_bias, "{bin}: tensor pooler.dense.bias overflows float16"),
+    "memo bomb": (memo_bomb, "{bin}: holds a list, not a state dict of tensors"),
+    "more layers than held": (edit_config(num_hidden_layers=1000), "{bin}: config.json says num_hidden_layers=1000, "
+                              "but the checkpoint holds 2 layer(s)"),
+    "absurd layer count": (edit_config(num_hidden_layers=10**9), "config: num_hidden_layers is 1,000,000,000: more "
+                           "than the 1,024 npsqueeze accepts"),
     "no weights": (no_weights, "no weights in {src}"),
     "weights a folder": (weights_a_folder, "no weights in {src}"),
     "unreadable weights": (unreadable_weights, "{bin}: cannot read (Input/output error)"),
@@ -377,10 +387,23 @@ BAD = {  # name -> (edit(folder, torch model), what the error says; {bin} is the
     "missing shard": (missing_shard, "pytorch_model.bin.index.json: shard 'pytorch_model-00002-of-00002.bin' is "
                       "missing"),
 }
+def with_tensor(path: Path, **info) -> None:
+    """Rewrite the safetensors file at `path` with one more tensor entry, of no bytes, at the end."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    end = len(data) - 8 - n
+    raw = json.dumps({**header, "extra": {"dtype": "F32", "data_offsets": [end, end], **info}}).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+
+
 ST_BAD = {
+    "shape past int64": (lambda p: with_tensor(p, shape=[2**63 - 1, 0]),
+                         "tensor extra: shape [9223372036854775807, 0] is too large for NumPy"),
+    "65 dimensions": (lambda p: with_tensor(p, shape=[1] * 64 + [0]), "tensor extra: 65 dimensions"),
     "truncated safetensors": (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not a valid safetensors file: tensor "),
     "garbage header": (lambda p: p.write_bytes(p.read_bytes()[:8] + b"#" * 20 + p.read_bytes()[28:]),
-                       "not a valid safetensors file: header is not JSON"),
+                       "not a valid safetensors file: header: not valid JSON"),
     "short file": (lambda p: p.write_bytes(b"\x05\0"), "not a valid safetensors file: truncated (2 bytes"),
 }
 

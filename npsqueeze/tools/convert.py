@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import Config, NpsqueezeError
 from ..model import ARCHITECTURES, model_class
-from ..weights import (CONVERTED, FORMAT, Entry, engine_tensors, load_params, read_checkpoint,
+from ..weights import (CONVERTED, FORMAT, Entry, check_layers, engine_tensors, load_params, read_checkpoint,
                       safetensors_file, strip_prefix, weight_files, weight_map)
 
 # What HF checkpoints carry besides weights: buffers, and the MLM decoder's copies of weights tied
@@ -72,6 +72,7 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "float32", force: boo
         metadata = {"format": FORMAT, "npsqueeze_version": __version__, "source": str(src),
                     "sha256": json.dumps({p.name: sha256(p) for p in files})}
         bar.update()
+        check_layers(tensors, cfg, where)
         entries = stored_entries(cfg, head, tensors)
         params = engine_tensors(tensors, entries, where)
         stored = {e.name: storage(params[e.name], dtype, f"{where}: tensor {e.source}") for e in entries}
