@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..config import NpsqueezeError
+from ..config import NpsqueezeError, parse_json
 from ..pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
 
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
@@ -92,10 +92,7 @@ def lines(content: str) -> list[str]:
 
 
 def json_line(line: str, where: str) -> tuple[str, str | None]:
-    try:
-        d = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise NpsqueezeError(f"{where}: not valid JSON ({e})") from None
+    d = parse_json(line, where)
     if not isinstance(d, dict) or not isinstance(d.get("text"), str) or not d["text"].strip():
         raise NpsqueezeError(f'{where}: expected an object with a non-empty "text" string')
     if d.get("pair") is not None and not isinstance(d["pair"], str):
@@ -119,7 +116,7 @@ def warnings_to_stderr(command: str):
 
 
 def clip(text: str, n: int = 100) -> str:
-    text = " ".join(text.split())  # one line, whatever the text holds
+    text = " ".join(text[:4 * n].split())  # one line, whatever the text holds; only its start is shown
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
