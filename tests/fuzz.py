@@ -183,11 +183,13 @@ FIELDS = [*SMALL, "layer_norm_eps", "hidden_act", "type_vocab_size", "pad_token_
           "id2label"]
 
 
-def small_checkpoint(folder: Path) -> Path:
-    """SMALL's weights, all zeros, in the hub layout (no torch needed)."""
-    cfg = npsqueeze.Config.from_dict(SMALL)
-    folder.mkdir(exist_ok=True)
-    save_file({e.source: np.zeros(e.hf_shape, np.float32) for e in weight_map(cfg, "sequence")},
+def numpy_checkpoint(folder: Path, config: dict, head: str | None, seed: int = 0) -> Path:
+    """A checkpoint folder in the hub layout, config.json and random model.safetensors, without torch."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    cfg = npsqueeze.Config.from_dict(config)
+    save_file({e.source: (0.1 * rng.standard_normal(e.hf_shape)).astype(np.float32) for e in weight_map(cfg, head)},
               folder / "model.safetensors")
     return folder
 
@@ -195,7 +197,7 @@ def small_checkpoint(folder: Path) -> Path:
 @EXAMPLES
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), json_values | numbers | deep, min_size=1, max_size=3))
 def config_values(tmp: Path, changes: dict) -> None:
-    folder = tmp / "ckpt" if (tmp / "ckpt").is_dir() else small_checkpoint(tmp / "ckpt")
+    folder = tmp / "ckpt" if (tmp / "ckpt").is_dir() else numpy_checkpoint(tmp / "ckpt", SMALL, "sequence")
     fields = [f'"{k}": {dumps(v)}' for k, v in {**SMALL, **changes}.items()]
     (folder / "config.json").write_text("{" + ", ".join(fields) + "}")
 

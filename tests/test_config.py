@@ -10,7 +10,7 @@ import pytest
 
 import npsqueeze
 from bounded import assert_one_line, cli_bounded
-from checkpoints import build
+from fuzz import numpy_checkpoint
 from npsqueeze import Config, NpsqueezeError
 from npsqueeze.config import WEIGHTS_DIR
 from npsqueeze.tools.cli import main
@@ -61,9 +61,10 @@ def test_sound_configs_still_load():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A small SqueezeBERT with a masked-LM head and the real vocabulary."""
-    path = tmp_path_factory.mktemp("ckpt")
-    build(path, "squeezebert", "mlm", vocab_size=30522)
+    """A small SqueezeBERT with a masked-LM head and the real vocabulary (random weights, no torch)."""
+    config = {**SQUEEZEBERT, "hidden_size": 48, "embedding_size": 48, "intermediate_size": 96,
+              "num_hidden_layers": 2, "num_attention_heads": 4}
+    path = numpy_checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt", config, "mlm")
     shutil.copy(WEIGHTS_DIR / "vocab.txt", path / "vocab.txt")
     return path
 
