@@ -71,7 +71,9 @@ class Tokenizer:
         elif (path / "vocab.txt").is_file():
             options = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
                        if k in settings}
-            tokenizer = cls(bert_backend(read_vocab(path / "vocab.txt"), special, **options), special, limit)
+            vocab = read_vocab(path / "vocab.txt")
+            with library_errors(f"{path / 'vocab.txt'}: not a usable vocabulary"):
+                tokenizer = cls(bert_backend(vocab, special, **options), special, limit)
         else:
             raise NpsqueezeError(
                 f"no tokenizer in {path}: expected tokenizer.json or vocab.txt (the bert-base-uncased "

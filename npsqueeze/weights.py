@@ -222,10 +222,10 @@ def weight_files(folder: str | Path) -> list[Path]:
             continue
         if not name.endswith(".index.json"):
             return [path]
-        weight_map = read_json(path).get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        index = read_json(path).get("weight_map")  # tensor name -> shard file
+        if not isinstance(index, dict) or not all(isinstance(v, str) for v in index.values()):
             raise NpsqueezeError(f"{path}: not a valid shard index (no weight_map of file names)")
-        shards = sorted(set(weight_map.values()))
+        shards = sorted(set(index.values()))
         for shard in shards:
             if Path(shard).name != shard or not (folder / shard).is_file():
                 raise NpsqueezeError(f"{path}: shard {shown(shard)} is missing")

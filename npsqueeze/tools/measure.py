@@ -18,7 +18,6 @@ import numpy as np
 from .. import ops
 from ..config import Config, NpsqueezeError, load_config
 from ..weights import weight_map
-from . import flops
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
 WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
@@ -162,10 +161,10 @@ def check_memory(named: list[tuple[str, Config]], seq_len: int, batch_size: int,
         raise NpsqueezeError(f"--batch-size {batch_size} x --seq-len {seq_len} takes ~{gb(most)} of activations in "
                              f"{name}, more than the {gb(available)} of memory available: lower them")
     sizes = {name: [4 * math.prod(e.shape) for e in weight_map(cfg, head)] for name, cfg in named}
-    if weights == "all" and most + sum(map(sum, sizes.values())) > available:
-        raise NpsqueezeError(f"--measure holds every model's random weights at once, ~"
-                             f"{gb(sum(map(sum, sizes.values())))}, more than the {gb(available)} of memory "
-                             "available: measure fewer models (--config)")
+    total = sum(map(sum, sizes.values()))
+    if weights == "all" and most + total > available:
+        raise NpsqueezeError(f"--measure holds every model's random weights at once, ~{gb(total)}, more than the "
+                             f"{gb(available)} of memory available: measure fewer models (--config)")
     for name, cfg in named:
         held = max(sizes[name]) if weights == "largest" else sum(sizes[name])
         if acts[name] + held > available:
