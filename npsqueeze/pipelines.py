@@ -29,11 +29,11 @@ import numpy as np
 from tokenizers import Encoding
 from tqdm import tqdm
 
-from .config import NpsqueezeError, check_count, read_json
+from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown
 from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, mlm_head, transformer
 from .ops import softmax
 from .parallel import call, set_threads, stop, worker_pool
-from .tokenizer import Tokenizer, as_batch
+from .tokenizer import MAX_READ, Tokenizer, as_batch
 
 HEADS = {"mlm": ("masked-LM", "ForMaskedLM"), "sequence": ("sequence-classification", "ForSequenceClassification"),
          "token": ("token-classification", "ForTokenClassification"),
@@ -68,6 +68,7 @@ class Pipeline:
             name, suffix = HEADS[self.head]
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
+        check_vocabulary(tokenizer, model.config)
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
         self.configure(batch_size, max_length)
         self.options = self.check_options(options, construction=True)
@@ -140,7 +141,8 @@ class Pipeline:
         `batch` is a packed batch (see `pack`); `fn` returns one result per sequence. The Encodings
         give each input's tokens, offsets, length.
         """
-        encodings = self.tokenizer.encode(texts, pairs, self.max_length, self.truncation)
+        heads = self.tokenizer.heads(texts, pairs, self.max_length)  # a long text is read only as far as needed
+        encodings = self.tokenizer.encode(*heads, self.max_length, self.truncation)
         truncated = [i + 1 for i, e in enumerate(encodings) if e.overflowing]
         if truncated:
             shown = ", ".join(map(str, truncated[:10])) + (", ..." if len(truncated) > 10 else "")
@@ -213,6 +215,19 @@ class Pipeline:
     def labels(self) -> list[str]:
         id2label = self.model.config.id2label
         return [id2label.get(i, f"LABEL_{i}") for i in range(self.model.config.num_labels)]
+
+
+PADDING_ROWS = 1024  # embedding rows past the vocabulary: tables are padded to multiples of 8 to 1024
+
+
+def check_vocabulary(tokenizer: Tokenizer, cfg) -> None:
+    """The tokenizer's ids must index the model's embedding rows and fill them, but for padding rows:
+    a tokenizer from another model gives wrong answers, or answers of empty tokens, silently."""
+    ids = tokenizer.backend.get_vocab(with_added_tokens=True).values()
+    top = max(ids, default=0)
+    if top >= cfg.vocab_size or cfg.vocab_size - len(ids) >= PADDING_ROWS:
+        raise NpsqueezeError(f"the tokenizer's vocabulary ({len(ids):,} tokens, ids up to {top:,}) does not fit the "
+                             f"model's {cfg.vocab_size:,} embedding rows: are they from the same checkpoint?")
 
 
 def as_texts(inputs) -> tuple[list[str], bool]:
@@ -427,6 +442,10 @@ class QuestionAnswering(Pipeline):
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
             raise NpsqueezeError("question answering needs a context for every question")
+        for i, c in enumerate(contexts):  # read whole, in windows: tokenizers takes ~140 bytes a character
+            if len(c) > MAX_READ:
+                raise NpsqueezeError(f"context {i + 1} has {len(c):,} characters: npsqueeze reads contexts of "
+                                     f"up to {MAX_READ:,}; split the document")
         check_count("top_k", top_k)
         check_count("max_answer_len", max_answer_len)
         stride = min(self.max_length // 2, 128) if doc_stride is None else doc_stride
@@ -453,6 +472,7 @@ class QuestionAnswering(Pipeline):
         Checked on the questions alone, before the pairs are encoded: there, tokenizers would abort
         with a Rust panic and a backtrace."""
         special = self.tokenizer.num_special_tokens[True]
+        questions = self.tokenizer.heads(questions, None, self.max_length)[0]  # a long one is read only in part
         for i, e in enumerate(self.tokenizer.encode(questions)):
             n = sum(s == 0 for s in e.sequence_ids)  # the question's tokens
             room = self.max_length - special - n
@@ -512,7 +532,7 @@ class SentenceEmbedding(Pipeline):
     def from_pretrained(cls, path: str | Path, **kwargs) -> "SentenceEmbedding":
         """A checkpoint folder; with sentence-transformers' modules.json, the pooling, normalization,
         max_seq_length and lower-casing it declares; without, mean pooling as sentence-transformers."""
-        return super().from_pretrained(path, **{**read_sentence_transformers(Path(path)), **kwargs})
+        return super().from_pretrained(path, **{**read_sentence_transformers(checkpoint_folder(path)), **kwargs})
 
     def predict(self, inputs: str | list[str]) -> np.ndarray:
         """Embeddings, float32: [N, D] for a list of texts, [D] for one text."""
@@ -588,20 +608,30 @@ def read_sentence_transformers(path: Path) -> dict:
         return {}
     settings: dict = {"pooling": ("mean",), "normalize": False}
     for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1] if isinstance(module, dict) else None
+        kind = module.get("type") if isinstance(module, dict) else None
+        kind = kind.rsplit(".", 1)[-1] if isinstance(kind, str) else None
         if kind == "Pooling":
-            folder = path / str(module.get("path", ""))
+            folder = module_folder(path, module.get("path", ""))
             settings["pooling"] = pooling_modes(read_json(folder / "config.json", dict) or {}, folder)
         elif kind == "Normalize":
             settings["normalize"] = True
         elif kind != "Transformer":
-            raise NpsqueezeError(f"{path / 'modules.json'}: module {module!r} is not supported (npsqueeze "
+            raise NpsqueezeError(f"{path / 'modules.json'}: module {shown(module)} is not supported (npsqueeze "
                                  "runs Transformer, Pooling and Normalize)")
     st = read_json(path / "sentence_bert_config.json", dict) or {}
-    if isinstance(st.get("max_seq_length"), int):
+    if st.get("max_seq_length") is not None:
+        check_count(f"{path / 'sentence_bert_config.json'}: max_seq_length", st["max_seq_length"])
         settings["max_length"] = st["max_seq_length"]
     settings["lowercase"] = st.get("do_lower_case") is True
     return settings
+
+
+def module_folder(path: Path, name) -> Path:
+    """A module's folder, as modules.json names it: inside the checkpoint folder `path`, or an error."""
+    folder = path / name if isinstance(name, str) and "\0" not in name else None
+    if folder is None or not folder.resolve().is_relative_to(path.resolve()):
+        raise NpsqueezeError(f"{path / 'modules.json'}: module path {shown(name)} is not a folder inside {path}")
+    return folder
 
 
 def pooling_modes(cfg: dict, folder: Path) -> tuple[str, ...]:

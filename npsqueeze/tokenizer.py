@@ -10,6 +10,11 @@ Calling a `Tokenizer` follows transformers' `BertTokenizerFast` and returns the 
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_fir
 PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None,
            "do_not_pad": None}
 MAX_INPUT_CHARS_PER_WORD = 100  # a longer word becomes [UNK], as in BERT
+MAX_READ = 1 << 20  # characters of a text tokenized to find its first tokens (tokenizers takes ~65 bytes each)
 
 
 class Tokenizer:
@@ -59,21 +65,22 @@ class Tokenizer:
         limit = settings.get("model_max_length")
         limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 10**6 else None
         if (path / "tokenizer.json").is_file():
-            try:
+            with library_errors(f"{path / 'tokenizer.json'}: not a readable tokenizer file"):
                 backend = Backend.from_file(str(path / "tokenizer.json"))
-            except Exception as e:  # the Rust side raises plain Exception on a bad file
-                raise NpsqueezeError(f"{path / 'tokenizer.json'}: not a readable tokenizer file ({e})") from None
+                tokenizer = cls(backend, special, limit)
         elif (path / "vocab.txt").is_file():
             options = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
                        if k in settings}
-            backend = bert_backend(read_vocab(path / "vocab.txt"), special, **options)
+            vocab = read_vocab(path / "vocab.txt")
+            with library_errors(f"{path / 'vocab.txt'}: not a usable vocabulary"):
+                tokenizer = cls(bert_backend(vocab, special, **options), special, limit)
         else:
             raise NpsqueezeError(
                 f"no tokenizer in {path}: expected tokenizer.json or vocab.txt (the bert-base-uncased "
                 f"vocabulary, which SqueezeBERT uses, ships with npsqueeze as {WEIGHTS_DIR / 'vocab.txt'})")
-        if backend.token_to_id(special["unk_token"]) is None:
+        if tokenizer.unk_token_id is None:
             raise NpsqueezeError(f"{path}: the vocabulary has no unknown token {special['unk_token']!r}")
-        return cls(backend, special, limit)
+        return tokenizer
 
     # --- text -> ids ---------------------------------------------------------------------------
 
@@ -94,10 +101,67 @@ class Tokenizer:
             max_length = self.check_max_length(max_length, pairs is not None)
             self.backend.enable_truncation(max_length, stride=stride, strategy=TRUNCATION[truncation])
         inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
-        try:
+        with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first, lone surrogates
             return self.backend.encode_batch(inputs)
-        except Exception as e:  # e.g. a text too short to truncate with only_first, lone surrogates
-            raise NpsqueezeError(f"cannot tokenize: {e}") from None
+
+    def heads(self, texts: list[str], pairs: list[str | None] | None, max_length: int
+              ) -> tuple[list[str], list[str | None] | None]:
+        """Each text (and pair) cut to the start that decides its first `max_length` tokens (`head`):
+        encoding the cut texts truncated to `max_length` gives the tokens, offsets and truncation of the
+        whole texts, but tokenizes only as much of a long text as the limit needs.
+
+        A pair too long for the limit gives its longer text one token more when the room is odd, so
+        a text is cut only where it stays longer, in tokens, than its partner.
+        """
+        cut, cut_pairs = [], []
+        for i, (t, p) in enumerate(zip(texts, pairs or [None] * len(texts))):
+            what = f"input {i + 1}"
+            t_head = self.head(t, max_length, what)
+            p_head = p if p is None else self.head(p, max_length, what)
+            if p is None or (t_head is t and p_head is p):
+                pass
+            elif t_head is t or p_head is p:  # one is cut: it must keep more tokens than the other has
+                whole = t if t_head is t else p
+                if (n := self.count(whole)) >= max_length:
+                    t_head, p_head = (t, self.head(p, n, what)) if whole is t else (self.head(t, n, what), p)
+            elif max(len(t), len(p)) <= MAX_READ:  # both long: only the whole texts tell which is longer
+                t_head, p_head = t, p
+            else:
+                raise NpsqueezeError(f"{what}: a pair of texts both longer than the model's limit, one of "
+                                     f"over {MAX_READ:,} characters: npsqueeze does not tokenize such a pair")
+            cut.append(t_head)
+            cut_pairs.append(p_head)
+        return cut, None if pairs is None else cut_pairs
+
+    def head(self, text: str, tokens: int, what: str = "a text") -> str:
+        """The start of `text` whose tokens begin with the whole text's first `tokens`; `text` if short.
+
+        Prefixes 4x longer each time are tokenized until two consecutive ones agree on more than
+        `tokens` tokens, ids and offsets: only the words a cut crosses tokenize differently, so the
+        text past the shorter prefix cannot change those tokens. A text whose first MAX_READ characters
+        do not settle them (a long run of spaces, one huge word) is refused rather than tokenized whole:
+        over 10 MB, tokenizers takes gigabytes and minutes.
+        """
+        n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
+        before, cut = [], 0
+        while n < len(text):
+            self.backend.no_truncation()
+            with library_errors("cannot tokenize"):
+                e = self.backend.encode(text[:n], add_special_tokens=False)
+            now = list(zip(e.ids, e.offsets))
+            if next((i for i, (a, b) in enumerate(zip(before, now)) if a != b), len(before)) > tokens:
+                return text[:cut]
+            if n == MAX_READ:
+                raise NpsqueezeError(f"{what}: the first {MAX_READ:,} of its {len(text):,} characters do not settle "
+                                     f"its first {tokens} tokens (a long run of spaces, or a huge word?)")
+            before, cut, n = now, n, min(4 * n, MAX_READ)
+        return text
+
+    def count(self, text: str) -> int:
+        """How many tokens `text` has, special tokens aside."""
+        self.backend.no_truncation()
+        with library_errors("cannot tokenize"):
+            return len(self.backend.encode(text, add_special_tokens=False).ids)
 
     def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
                  max_length: int | None = None, truncation: bool | str = False, padding: bool | str = False,
@@ -114,6 +178,10 @@ class Tokenizer:
                                  + (": npsqueeze has no torch" if return_tensors == "pt" else ""))
         if not isinstance(padding, (bool, str)) or padding not in PADDING:
             raise NpsqueezeError(f"padding must be one of {list(PADDING)}, got {padding!r}")
+        single = isinstance(text, str)
+        if isinstance(truncation, (bool, str)) and TRUNCATION.get(truncation):  # read long texts only as far as needed
+            texts, pairs = as_batch(text, text_pair)
+            text, text_pair = self.heads(texts, pairs, self.check_max_length(max_length, pairs is not None))
         encodings = self.encode(text, text_pair, max_length, truncation)
         length = None
         if PADDING[padding] == "max_length":
@@ -129,7 +197,7 @@ class Tokenizer:
         lists = {k: [row for a in arrays for row in a[k].tolist()] for k in arrays[0]}
         if "offset_mapping" in lists:  # (start, end) tuples, as transformers gives them
             lists["offset_mapping"] = [[tuple(o) for o in row] for row in lists["offset_mapping"]]
-        return {k: v[0] for k, v in lists.items()} if isinstance(text, str) else lists
+        return {k: v[0] for k, v in lists.items()} if single else lists
 
     def pad(self, encodings: list[Encoding], length: int | None = None, return_offsets_mapping: bool = False,
             return_special_tokens_mask: bool = False) -> dict[str, np.ndarray]:
@@ -147,6 +215,7 @@ class Tokenizer:
             raise NpsqueezeError(f"cannot pad: the vocabulary has no {self.pad_token!r} token")
         out = {}
         for key, (attr, pad_value) in fields.items():
+            pad_value = 0 if pad_value is None else pad_value  # no [PAD] token: nothing to pad (checked above)
             shape = (N, W, 2) if key == "offset_mapping" else (N, W)
             a = np.full(shape, pad_value, np.int64)
             for i, e in enumerate(encodings):
@@ -200,6 +269,51 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
+
+
+# --- the tokenizers library's failures, as one line ---------------------------------------------
+
+STDERR = threading.Lock()  # one redirection of file descriptor 2 at a time
+
+
+@contextmanager
+def library_errors(what: str):
+    """Run tokenizers calls; any failure becomes one NpsqueezeError line starting with `what`.
+
+    Its Rust side raises Exception on bad input, or panics (a tokenizer.json whose parts do not fit
+    together): PanicException, a BaseException that `except Exception` misses, after Rust printed
+    the panic, and with RUST_BACKTRACE set a backtrace, on stderr. So stderr (the file descriptor,
+    which Rust writes to) is held in a file while the library runs: passed on, or dropped on a panic.
+    """
+    with STDERR, tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        panic = None
+        try:
+            yield
+        except NpsqueezeError:
+            raise
+        except Exception as e:
+            raise NpsqueezeError(f"{what} ({first_line(e)})") from None
+        except BaseException as e:
+            if type(e).__name__ != "PanicException":
+                raise
+            panic = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if panic is None:  # what the library printed otherwise goes on to stderr
+                held.seek(0)
+                data = held.read()
+                while data:
+                    data = data[os.write(2, data):]
+        if panic is not None:
+            raise NpsqueezeError(f"{what} (the tokenizers library panicked: {first_line(panic)})") from None
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 # --- building a BERT tokenizer from vocab.txt -----------------------------------------------------

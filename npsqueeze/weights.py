@@ -9,17 +9,17 @@ with no torch, and a folder `npsqueeze convert` wrote (`CONVERTED`) is already i
 
 from __future__ import annotations
 
-import json
 import math
 import mmap
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .config import Config, NpsqueezeError
-from .torchbin import read_torch_bin
+from .config import MAX_JSON_BYTES, Config, NpsqueezeError, named, parse_json, read_json, shown
+from .torchbin import check_shape, read_torch_bin
 
 # HF prefixes of the base model inside head models: SqueezeBERT's `transformer.`, BERT's `bert.`.
 PREFIXES = ("transformer.", "bert.")
@@ -54,6 +54,7 @@ BLOCK_MAP = [
     ("output.layernorm", "output.layernorm", "output.LayerNorm", None, "norm"),
 ]
 LAYER_PREFIX = {"squeezebert": "encoder.layers.{i}.", "bert": "encoder.layer.{i}."}
+LAYER = re.compile(r"encoder\.layers?\.(\d+)\.")  # a tensor of layer i, in either family or the engine
 
 HEADS_ON_POOLER = ("sequence", "choice")  # heads that classify the pooled [CLS] vector
 
@@ -160,10 +161,9 @@ def safetensors_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
     n = int.from_bytes(buf[:8], "little")
     if size < 8 or n > size - 8:
         raise bad(f"truncated ({size} bytes, header says {n} + 8)")
-    try:
-        header = json.loads(buf[8:8 + n].decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        raise bad(f"header is not JSON ({e})") from None
+    if n > MAX_JSON_BYTES:  # a header of 80,000 tensors; hostile JSON takes 20 times its size in memory
+        raise bad(f"a header of {n:,} bytes")
+    header = parse_json(bytes(buf[8:8 + n]), f"{path}: not a valid safetensors file: header")
     metadata = header.pop("__metadata__", {}) if isinstance(header, dict) else None
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise bad("header is not a JSON object with string __metadata__")
@@ -173,20 +173,21 @@ def safetensors_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
     for name, info in header.items():
         if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}
                 and is_sizes(info["shape"]) and is_sizes(info["data_offsets"]) and len(info["data_offsets"]) == 2):
-            raise bad(f"tensor {name}: entry is not {{dtype, shape, data_offsets: [begin, end]}}")
+            raise bad(f"tensor {named(name)}: entry is not {{dtype, shape, data_offsets: [begin, end]}}")
         dtype = SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if dtype is None:
-            raise NpsqueezeError(f"{path}: tensor {name} has dtype {str(info['dtype'])[:20]}, which npsqueeze "
+            raise NpsqueezeError(f"{path}: tensor {named(name)} has dtype {named(info['dtype'])}, which npsqueeze "
                                  f"does not read ({', '.join(SAFETENSORS_DTYPES)})")
         (begin, end), shape = info["data_offsets"], info["shape"]
+        check_shape(shape, dtype.itemsize, f"{path}: tensor {named(name)}")
         if not begin <= end <= data_len or end - begin != math.prod(shape) * dtype.itemsize:
-            raise bad(f"tensor {name}: bytes {begin}..{end} of {data_len} cannot hold {dtype} {shape}")
+            raise bad(f"tensor {named(name)}: bytes {begin}..{end} of {data_len} cannot hold {dtype} {shape}")
         spans.append((begin, end, name))
         tensors[name] = np.frombuffer(buf, dtype, math.prod(shape), start + begin).reshape(shape)
     pos = 0
     for begin, end, name in sorted(spans):
         if begin != pos:
-            raise bad(f"tensor {name}: data overlaps another tensor or leaves a gap")
+            raise bad(f"tensor {named(name)}: data overlaps another tensor or leaves a gap")
         pos = end
     if pos != data_len:
         raise bad(f"{data_len - pos} bytes after the last tensor")
@@ -194,8 +195,8 @@ def safetensors_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
 
 
 def is_sizes(x) -> bool:
-    """A JSON list of non-negative integers (a shape, or offsets)."""
-    return isinstance(x, list) and all(type(i) is int and i >= 0 for i in x)
+    """A JSON list of non-negative int64 integers (a shape, or offsets)."""
+    return isinstance(x, list) and all(type(i) is int and 0 <= i < 2**63 for i in x)
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -221,13 +222,13 @@ def weight_files(folder: str | Path) -> list[Path]:
             continue
         if not name.endswith(".index.json"):
             return [path]
-        try:
-            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise NpsqueezeError(f"{path}: not a valid shard index ({e})") from None
+        index = read_json(path).get("weight_map")  # tensor name -> shard file
+        if not isinstance(index, dict) or not all(isinstance(v, str) for v in index.values()):
+            raise NpsqueezeError(f"{path}: not a valid shard index (no weight_map of file names)")
+        shards = sorted(set(index.values()))
         for shard in shards:
-            if not isinstance(shard, str) or Path(shard).name != shard or not (folder / shard).is_file():
-                raise NpsqueezeError(f"{path}: shard {shard!r} is missing")
+            if Path(shard).name != shard or not (folder / shard).is_file():
+                raise NpsqueezeError(f"{path}: shard {shown(shard)} is missing")
         return [path, *(folder / shard for shard in shards)]
     raise NpsqueezeError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES)}")
 
@@ -285,11 +286,21 @@ def to_engine(tensors: dict[str, np.ndarray], cfg: Config, head: str | None, whe
     are only checked. Tensors the model does not need (other heads, buffers) are ignored, as
     transformers does.
     """
-    params = engine_tensors(tensors if converted else strip_prefix(tensors), weight_map(cfg, head),
-                            f"{where}: {cfg.model_type} {head or 'base'} model", converted)
+    tensors = tensors if converted else strip_prefix(tensors)
+    check_layers(tensors, cfg, where)
+    params = engine_tensors(tensors, weight_map(cfg, head), f"{where}: {cfg.model_type} {head or 'base'} model",
+                            converted)
     if head == "mlm" and cfg.tie_word_embeddings:  # the decoder shares the input embedding matrix
         params["cls.predictions.decoder.weight"] = params["embeddings.word_embeddings.weight"]
     return params
+
+
+def check_layers(tensors: dict[str, np.ndarray], cfg: Config, where: str) -> None:
+    """The config's layer count against the layers the checkpoint holds, before a weight map of that many."""
+    held = len({m.group(1) for m in map(LAYER.match, tensors) if m})
+    if cfg.num_hidden_layers > held:
+        raise NpsqueezeError(f"{where}: config.json says num_hidden_layers={cfg.num_hidden_layers}, but the "
+                             f"checkpoint holds {held} layer(s)")
 
 
 def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: str,

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 import npsqueeze
 from npsqueeze import NpsqueezeError
 from npsqueeze.tools import cli
-from npsqueeze.tools.convert import convert
+from npsqueeze.tools.convert import clean_stale, convert
 from npsqueeze.weights import CONVERTED, safetensors_file, weight_map
 from optional import torch
 from checkpoints import EXPECTED, HEADS, assert_parity, build, inputs, minilm_path, reference
@@ -301,6 +301,11 @@ def evil_legacy(folder: Path, ref) -> None:
     write_legacy(folder / "pytorch_model.bin", dumps(Call(Global("builtins.exec"), create)), {})
 
 
+def memo_bomb(folder: Path, ref) -> None:  # the C unpickler allocates 32 GB for this memo index
+    with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as z:
+        z.writestr("pytorch_model/data.pkl", b"\x80\x02]r\xff\xff\xff\xff.")
+
+
 def weights_a_folder(folder: Path, ref) -> None:
     (folder / "pytorch_model.bin").unlink()
     (folder / "pytorch_model.bin").mkdir()
@@ -369,6 +374,11 @@ BAD = {  # name -> (edit(folder, torch model), what the error says; {bin} is the
     "bfloat16": (bfloat16_bias, "{bin}: tensor transformer.pooler.dense.bias has type torch.BFloat16Storage, which "
                  "npsqueeze does not read"),
     "float16 overflow": (huge_bias, "{bin}: tensor pooler.dense.bias overflows float16"),
+    "memo bomb": (memo_bomb, "{bin}: holds a list, not a state dict of tensors"),
+    "more layers than held": (edit_config(num_hidden_layers=1000), "{bin}: config.json says num_hidden_layers=1000, "
+                              "but the checkpoint holds 2 layer(s)"),
+    "absurd layer count": (edit_config(num_hidden_layers=10**9), "config: num_hidden_layers is 1,000,000,000: more "
+                           "than the 1,024 npsqueeze accepts"),
     "no weights": (no_weights, "no weights in {src}"),
     "weights a folder": (weights_a_folder, "no weights in {src}"),
     "unreadable weights": (unreadable_weights, "{bin}: cannot read (Input/output error)"),
@@ -377,10 +387,23 @@ BAD = {  # name -> (edit(folder, torch model), what the error says; {bin} is the
     "missing shard": (missing_shard, "pytorch_model.bin.index.json: shard 'pytorch_model-00002-of-00002.bin' is "
                       "missing"),
 }
+def with_tensor(path: Path, **info) -> None:
+    """Rewrite the safetensors file at `path` with one more tensor entry, of no bytes, at the end."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    end = len(data) - 8 - n
+    raw = json.dumps({**header, "extra": {"dtype": "F32", "data_offsets": [end, end], **info}}).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+
+
 ST_BAD = {
+    "shape past int64": (lambda p: with_tensor(p, shape=[2**63 - 1, 0]),
+                         "tensor extra: shape [9223372036854775807, 0] is too large for NumPy"),
+    "65 dimensions": (lambda p: with_tensor(p, shape=[1] * 64 + [0]), "tensor extra: 65 dimensions"),
     "truncated safetensors": (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not a valid safetensors file: tensor "),
     "garbage header": (lambda p: p.write_bytes(p.read_bytes()[:8] + b"#" * 20 + p.read_bytes()[28:]),
-                       "not a valid safetensors file: header is not JSON"),
+                       "not a valid safetensors file: header: not valid JSON"),
     "short file": (lambda p: p.write_bytes(b"\x05\0"), "not a valid safetensors file: truncated (2 bytes"),
 }
 
@@ -461,3 +484,66 @@ def test_hub_id_offline(tmp_path):
                                  "it from the Hugging Face hub failed")
     assert "`hf download squeezebert/squeezebert-mnli --local-dir DIR`" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- kill -9 at every step: DST is the old folder or the new one, and what is left is cleaned up ------
+
+def convert_killed(src: Path, dst: Path, step: str, swap: bool = True) -> None:
+    """`npsqueeze convert SRC DST --force` in a child killed (SIGKILL) at `step`; without `swap`, as on
+    a system that cannot swap two folders in one step."""
+    code = ("import sys; import npsqueeze.tools.convert as c; from npsqueeze.tools.cli import main\n"
+            + ("" if swap else "c.exchange = lambda a, b: False\n")
+            + "sys.exit(main(['convert', sys.argv[1], sys.argv[2], '--force']))")
+    done = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], capture_output=True, text=True,
+                          env={**os.environ, "NPSQUEEZE_KILL_AT": step}, timeout=120)
+    assert done.returncode == -9, done.stderr
+
+
+def hidden(parent: Path) -> list[str]:
+    return sorted(p.suffix for p in parent.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("step, swap", [("written", True), ("swapped", True),  # renameat2 swaps in one step
+                                        ("written", False), ("moved aside", False), ("swapped", False)])
+def test_force_killed_at_every_step(built, tmp_path, step, swap):
+    src, _ = built("squeezebert", "mlm", "bin")
+    dst = tmp_path / "out"
+    convert(src, dst)
+    (dst / "old.txt").write_text("the old folder")
+    convert_killed(src, dst, step, swap)
+    # the old folder until the new one is in place; between two renames, the old one set aside
+    if step == "moved aside":
+        assert not dst.exists() and hidden(tmp_path) == [".old", ".tmp"]
+    else:
+        assert (dst / "old.txt").exists() == (step == "written")
+        assert npsqueeze.from_pretrained(dst).config.num_hidden_layers == 2  # complete, either one
+        # the new folder not yet moved, or the old one not yet removed
+        assert hidden(tmp_path) == [".old" if step == "swapped" and not swap else ".tmp"]
+    clean_stale(dst)  # what any later run does first
+    assert hidden(tmp_path) == [] and npsqueeze.from_pretrained(dst)
+    assert (dst / "old.txt").exists() == (step in ("written", "moved aside"))  # restored after "moved aside"
+
+
+def test_killed_first_conversion_leaves_nothing_after_the_next_run(built, tmp_path, capsys):
+    src, _ = built("squeezebert", None, "bin")
+    dst = tmp_path / "out"
+    convert_killed(src, dst, "written")
+    assert not dst.exists() and hidden(tmp_path) == [".tmp"]  # hidden, complete, never seen as DST
+    code, out, err = run_cli(src, dst, capsys=capsys)
+    assert code == 0 and hidden(tmp_path) == [] and npsqueeze.from_pretrained(dst)
+
+
+def test_clean_stale_leaves_live_runs_and_other_folders(tmp_path):
+    dst = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone: its id is free
+    folders = {f".out.{child.pid}-0123abcd.tmp": False,  # a dead run's: removed
+               f".out.{os.getpid()}-0123abcd.tmp": True,  # a live run's (this one): kept
+               f".out.{child.pid}-0123abcd.cache": True, f".other.{child.pid}-0123abcd.tmp": True,  # not ours
+               f".out.{child.pid}-nothex00.tmp": True, ".out.tmp": True}
+    for name in folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file").write_text("x")
+    clean_stale(dst)
+    assert {name: (tmp_path / name).exists() for name in folders} == folders
+    assert not dst.exists()  # nothing to restore

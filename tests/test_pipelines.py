@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import npsqueeze
+from bounded import assert_one_line, cli_bounded
 from optional import torch, transformers
 from checkpoints import build, minilm_path
 from npsqueeze import NpsqueezeError
@@ -342,6 +343,9 @@ def test_question_answering_matches_spans_from_transformers_logits(checkpoint, m
 @pytest.mark.parametrize("args, doc_stride, message", [
     ((QUESTIONS, [CONTEXTS[0], None, CONTEXTS[2]]), None, "needs a context for every question"),
     (("why " * 100, CONTEXTS[0]), None, r"question 1 takes 100 of the model's 64 tokens, leaving 0 .*shorten the question"),
+    (("why " * 2_500_000, CONTEXTS[0]), None, r"question 1 takes \d+ of the model's 64 tokens, leaving 0"),  # 10 MB: read in part
+    ((QUESTIONS[0], "x " * 600_000), None, "context 1 has 1,200,000 characters: npsqueeze reads contexts of up to "
+                                          "1,048,576; split the document"),
     ((QUESTIONS, CONTEXTS), 55, r"question 1 takes 6 of the model's 64 tokens, leaving 55 .*doc_stride \(55\) must be smaller"),
     ((QUESTIONS[0], " "), None, "a context has no tokens"),
     ((QUESTIONS[0], CONTEXTS[0]), -1, "doc_stride must be a non-negative integer, got -1"),
@@ -509,7 +513,17 @@ def test_declared_pooling_modes(checkpoint, tmp_path, modes, normalize):
      "pooling_mode_weightedmean_tokens is not supported"),
     ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]',
       "1_Pooling/config.json": '{"pooling_mode_mean_tokens": false}'}, "no pooling mode is set"),
-    ({"modules.json": "[oops"}, "cannot read .*modules.json"),
+    ({"modules.json": "[oops"}, "modules.json: not valid JSON"),
+    ({"modules.json": "[" * 100_000}, "modules.json: not valid JSON .*recursion"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "../.."}]'},
+     r"modules.json: module path '\.\./\.\.' is not a folder inside"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "/etc"}]'},
+     "module path '/etc' is not a folder inside"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": ["1_Pooling"]}]'},
+     r"module path \['1_Pooling'\] is not a folder inside"),
+    ({"modules.json": '[{"type": [[["Pooling"]]]}]'}, "module .* is not supported"),
+    ({"modules.json": "[]", "sentence_bert_config.json": '{"max_seq_length": -3}'},
+     "sentence_bert_config.json: max_seq_length must be a positive integer, got -3"),
 ])
 def test_bad_sentence_transformers_files(checkpoint, tmp_path, files, match):
     folder, _ = checkpoint("bert", None, seed=5)
@@ -522,12 +536,54 @@ def test_bad_sentence_transformers_files(checkpoint, tmp_path, files, match):
         npsqueeze.SentenceEmbedding.from_pretrained(st)
 
 
-def test_vocabulary_larger_than_the_model_is_one_clear_error(checkpoint):
+def test_vocabulary_that_does_not_fit_the_model_is_one_clear_error(checkpoint, tmp_path):
     folder, _ = checkpoint("bert", None, seed=6, vocab_size=211)  # with the 30522-token vocab.txt
-    embed = npsqueeze.SentenceEmbedding.from_pretrained(folder)
-    assert embed(["[MASK] [UNK]"]).shape == (1, 48)  # ids 101, 103, 100, 102: below 211, fine
-    with pytest.raises(NpsqueezeError, match=r"input_ids holds token id 999, outside the vocabulary \[0, 211\)"):
-        embed(["[MASK]", "!"])
+    with pytest.raises(NpsqueezeError, match=r"the tokenizer's vocabulary \(30,522 tokens, ids up to 30,521\) does "
+                                             r"not fit the model's 211 embedding rows"):
+        npsqueeze.SentenceEmbedding.from_pretrained(folder)
+    folder, _ = checkpoint("bert", "mlm", seed=1)  # 30522 rows
+    small = tmp_path / "small"
+    shutil.copytree(folder, small)
+    (small / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    with pytest.raises(NpsqueezeError, match=r"vocabulary \(5 tokens, ids up to 4\) does not fit the model's 30,522"):
+        npsqueeze.pipeline("fill-mask", small)
+    assert_one_line(cli_bounded("fill-mask", small, "Paris is the [MASK] of France."),  # used to print empty tokens
+                    "vocabulary (5 tokens, ids up to 4) does not fit", prefix="npsqueeze fill-mask: error: ")
+    vocab = (WEIGHTS_DIR / "vocab.txt").read_text().splitlines()
+    (small / "vocab.txt").write_text("\n".join(vocab[:30522 - 6]) + "\n")  # 6 padding rows: fine
+    assert npsqueeze.pipeline("fill-mask", small)("Paris is the [MASK] of France.", top_k=3)
+
+
+def test_vocabulary_without_pad_runs_texts_of_any_length(checkpoint, tmp_path):
+    folder, _ = checkpoint("bert", "mlm", seed=1)
+    shutil.copytree(folder, tmp_path / "ckpt")
+    vocab = (WEIGHTS_DIR / "vocab.txt").read_text().splitlines()
+    (tmp_path / "ckpt" / "vocab.txt").write_text("\n".join(["[unused_pad]", *vocab[1:]]) + "\n")  # ids unchanged
+    fill = npsqueeze.pipeline("fill-mask", tmp_path / "ckpt")
+    assert fill("Paris is the [MASK] of France.") == npsqueeze.pipeline("fill-mask", folder)(
+        "Paris is the [MASK] of France.")
+    texts = ["[MASK]", "a longer [MASK] text"]  # packed side by side: no padding needed either
+    assert fill(texts) == npsqueeze.pipeline("fill-mask", folder)(texts)
+
+
+def test_long_lines_are_read_within_bounds(tmp_path):
+    """A 10 MB line used to take 1.4 GB and 27 s (50 MB: the process aborted); now it is read only as
+    far as the model's limit needs, with the result and warning of the whole line."""
+    prose = "The quick brown fox jumps over the lazy dog. " * 230_000  # 10 MB
+    (tmp_path / "in.txt").write_text(f"{prose}\nshort\n")
+    done = cli_bounded("embed", minilm_path(), "--file", tmp_path / "in.txt", "--json")
+    assert done.returncode == 0 and done.stderr == (
+        "npsqueeze embed: warning: 1 of 2 inputs are longer than the model's limit of 256 tokens and were "
+        "truncated (input 1)\n"), done.stderr[-2000:]
+    got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()])
+    embed = npsqueeze.SentenceEmbedding.from_pretrained(minilm_path())
+    with warnings.catch_warnings(record=True):
+        np.testing.assert_allclose(got, embed([prose[:20_000], "short"]), atol=1e-6)  # 20,000: ~4,000 tokens
+    for text, what in [("a" * 10_000_000, "one word"), ("a" + " " * 10_000_000 + "b", "a run of spaces")]:
+        (tmp_path / "in.txt").write_text(text)
+        assert_one_line(cli_bounded("embed", minilm_path(), "--file", tmp_path / "in.txt"),
+                        "input 1: the first 1,048,576 of its", "characters do not settle its first 256 tokens",
+                        prefix="npsqueeze embed: error: ")
 
 
 def test_plain_checkpoint_embeds_with_mean_pooling(checkpoint):

@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from bounded import assert_one_line, cli_bounded
 from optional import optional, torch, transformers
 from checkpoints import HEADS, SMALL, SMALL_BERT
 from npsqueeze import ops
@@ -321,3 +322,35 @@ def test_zero_cost_weights_take_no_memory():
     weights = leaves(flops.engine_model(cfg, "mlm", flops.free_weight).params)
     assert sum(w.size for w in weights) > 100_000_000  # the shapes are the full model's (+ tied decoder)
     assert all(w.strides == (0,) * w.ndim for w in weights)
+
+
+# --- workloads too large for the machine: refused before anything runs ------------------------------
+
+HUGE = {"model_type": "squeezebert", "hidden_size": 65536, "embedding_size": 65536, "num_attention_heads": 16}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "1000000"], "--batch-size 1000000 x --seq-len 128 takes ~3,145.7 GB of activations in "
+                                  "squeezebert-uncased, more than the 2.0 GB of memory available: lower them"),
+    (["--config", "{huge}"], "huge (hidden_size 65536, vocab_size 30522) needs ~17.2 GB for its largest weight and "
+                             "activations, more than the 2.0 GB of memory available"),  # np.matmul copies it
+    (["--measure"], "--measure holds every model's random weights at once, ~0.6 GB, more than the 0.5 GB of memory "
+                    "available: measure fewer models (--config)"),
+    (["--seq-len", "512", "--batch-size", "100"], "the instrumented FLOP count would run 13,348 GFLOP through the "
+                                                  "engine (~133 s): pass --analytic-only, or lower --batch-size or --seq-len"),
+])
+def test_workloads_that_would_not_fit(tmp_path, capsys, monkeypatch, argv, message):
+    (tmp_path / "huge.json").write_text(json.dumps(HUGE))
+    available = {"--measure": 0.5e9, "--seq-len": 1e12}.get(argv[0], 2e9)  # bytes, whatever the machine has
+    monkeypatch.setattr("npsqueeze.tools.measure.available_memory", lambda: int(available))
+    code, out, err = run_cli(capsys, *[a.format(huge=tmp_path / "huge.json") for a in argv])
+    assert (code, out, err) == (2, "", f"npsqueeze report: error: {message}\n")
+
+
+def test_workloads_that_would_not_fit_within_bounds(tmp_path):
+    """Used to end in an out-of-memory traceback; here the memory limit is the real one."""
+    (tmp_path / "huge.json").write_text(json.dumps(HUGE))
+    for argv, fragment in [(["report", "--batch-size", "1000000"], "--batch-size 1000000 x --seq-len 128"),
+                           (["report", "--config", tmp_path / "huge.json"], "huge (hidden_size 65536"),
+                           (["bench", "--batch-size", "1000000"], "--batch-size 1000000 x --seq-len 128")]:
+        assert_one_line(cli_bounded(*argv), fragment, prefix=f"npsqueeze {argv[0]}: error: ")

@@ -4,7 +4,11 @@ computed live on the same vocabulary: exact ids, token types, masks, offsets, de
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,6 +259,8 @@ def test_decode_matches_fast(ours, fast):
 
 @pytest.mark.parametrize("args, kwargs", [
     (("Hello world, naïve café 北京!",), {}),  # one text: flat lists
+    (("Hello world, naïve café 北京!",), dict(max_length=6, truncation=True)),  # flat, truncated too
+    (("Where is the cat?", "On the mat."), dict(max_length=10, truncation="only_second")),
     ((HARD,), {}),  # a batch of different lengths, unpadded: one list per text
     ((HARD,), dict(padding=True)),
     ((HARD[:5], HARD[5:10]), dict(max_length=24, truncation=True, padding="max_length")),
@@ -315,7 +321,7 @@ def test_missing_or_broken_files(tmp_path):
 
 @pytest.mark.parametrize("content, match", [
     ("[1, 2]", "does not hold a JSON object"),
-    ("{bad", "cannot read"),
+    ("{bad", "tokenizer_config.json: not valid JSON"),
     ('{"do_lower_case": "yes"}', "do_lower_case must be true or false"),
     ('{"strip_accents": 1}', "strip_accents must be true, false or null"),
     ('{"mask_token": 5}', "mask_token must be a non-empty string"),
@@ -352,3 +358,115 @@ def test_bad_calls(tok):
     for call, match in bad:
         with pytest.raises(NpsqueezeError, match=match):
             call()
+
+
+# --- long texts: read only as far as the limit needs, with the whole text's result ----------------
+
+def assert_heads_exact(tok, texts, pairs, max_length, truncation=True):
+    """Encoding the heads truncated gives what encoding the whole texts truncated gives, or its error."""
+    try:
+        whole = tok.encode(texts, pairs, max_length, truncation)
+    except NpsqueezeError as e:  # e.g. only_second with a short second text
+        with pytest.raises(NpsqueezeError, match=re.escape(str(e))):
+            tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+        return
+    cut = tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+    for w, c in zip(whole, cut, strict=True):
+        assert (c.ids, c.type_ids, c.offsets, bool(c.overflowing)) == (w.ids, w.type_ids, w.offsets,
+                                                                        bool(w.overflowing))
+
+
+WORD = "x" * 150_000  # one word of 150,000 characters: [UNK]
+# Each longer than 16 x max_length characters, so cut, with a trap at or near the cut; and short in
+# tokens, since the tokenizers library builds every overflowing window of a truncated text.
+EDGES = [
+    "word " * 30 + " " * 100_000 + "tail " * 30,  # a long run of spaces, the limit reached after it
+    " " * 100_000 + "late " * 30,
+    "a " * 60 + " " * 100_000,  # the limit reached before the run: cut before it
+    WORD, WORD + " after" * 20, "before " * 2 + WORD + " after" * 20,
+    "北京欢迎你" * 30,  # no spaces, one token a character
+    "a.b," * 40, "[MASK]" * 40, "x" * 125 + "[MASK]" * 30,  # no spaces; a cut inside [MASK]
+    "naïve é Σας İstanbul ﬁ " * 8, "👨‍👩‍👧" * 40,
+    "unbelievably " * 20, "x" * 99 + " " + "y" * 101 + " z" * 40,  # WordPiece's 100-character limit
+]
+
+
+@pytest.mark.parametrize("max_length", [8, 13])
+def test_heads_give_what_whole_texts_give(ours, max_length):
+    assert_heads_exact(ours, EDGES, None, max_length)
+    for first, second in [(EDGES[0], "short"), ("short", EDGES[3]), (EDGES[6], EDGES[7]), (EDGES[7], EDGES[6]),
+                          ("北京" * 60, "long english text " * 10), ("long english text " * 10, "北京" * 60)]:
+        assert_heads_exact(ours, [first, second], [second, first], max_length)  # odd room: 5 and 10 places
+    for strategy in ("only_first", "only_second"):
+        assert_heads_exact(ours, ["a b c " * 30], ["d"], max_length, strategy)
+
+
+words = st.sampled_from(["hello", "naïve", "北京", "[MASK]", "a.b", "x" * 110, "é", "e\u0301", "Σ", "İ", ",", "👍"])
+gaps = st.sampled_from(["", " ", "  ", "\n", "\t ", " " * 300])
+texts = st.lists(st.tuples(words, gaps), max_size=120).map(lambda parts: "".join(w + g for w, g in parts))
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=texts, pair=st.none() | texts, max_length=st.integers(4, 24))
+def test_heads_property(tok, text, pair, max_length):
+    assert_heads_exact(tok, [text], None if pair is None else [pair], max_length)
+
+
+def test_what_heads_cut(tok):
+    long = "The quick brown fox jumps over the lazy dog. " * 250_000  # 11 MB: read 32 KB of it
+    text, = tok.heads([long], None, 512)[0]
+    assert len(text) == 8192 and long.startswith(text)
+    assert tok.heads(["short"], ["pair"], 512) == (["short"], ["pair"])
+    with pytest.raises(NpsqueezeError, match=r"input 2: the first 1,048,576 of its 2,000,001 characters do not "
+                                             r"settle its first 512 tokens \(a long run of spaces, or a huge word\?\)"):
+        tok.heads(["fine", "a" + " " * 2_000_000], None, 512)
+    with pytest.raises(NpsqueezeError, match="input 1: a pair of texts both longer than the model's limit"):
+        tok.heads([long], [long], 512)
+
+
+# --- vocabularies and tokenizer.json files that do not fit ----------------------------------------
+
+def test_vocabulary_without_pad(tmp_path, tok):
+    lines = VOCAB.read_text().splitlines()
+    (tmp_path / "vocab.txt").write_text("\n".join(["[unused_pad]", *lines[1:]]) + "\n")  # ids unchanged
+    no_pad = Tokenizer.from_pretrained(tmp_path)
+    assert no_pad.pad_token_id is None
+    assert no_pad("Hello there!") == tok("Hello there!")
+    assert no_pad(["one two", "three four"], padding=True) == tok(["one two", "three four"], padding=True)
+    with pytest.raises(NpsqueezeError, match=r"cannot pad: the vocabulary has no '\[PAD\]' token"):
+        no_pad(["one", "two three"], padding=True)
+
+
+def panicking(folder, part: dict):
+    """The real tokenizer.json with one part replaced by `part` ("post_processor": ...)."""
+    shutil.copytree(minilm_path(), folder)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "tokenizer.json").write_text(json.dumps({**tokenizer, **part}))
+    return folder
+
+
+PANICS = {  # tokenizer.json parts the tokenizers library panics on: when encoding, and when loading
+    "encode": {"post_processor": {"type": "TemplateProcessing", "special_tokens": {}, "pair": [],
+                                  "single": [{"SpecialToken": {"id": "[X]", "type_id": 0}},
+                                             {"Sequence": {"id": "A", "type_id": 0}}]}},
+    "load": {"normalizer": {"type": "Precompiled", "precompiled_charsmap": "AAAA"}},
+}
+
+
+@pytest.mark.parametrize("when", list(PANICS))
+def test_tokenizer_json_that_panics(tmp_path, when):
+    folder = panicking(tmp_path / "ckpt", PANICS[when])
+    with pytest.raises(BaseException) as e:  # the control: the library itself panics
+        import tokenizers
+        tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json")).encode("hello")
+    assert type(e.value).__name__ == "PanicException" and not isinstance(e.value, Exception)
+    message = {"encode": "cannot tokenize (the tokenizers library panicked: no entry found for key)",
+               "load": f"{folder / 'tokenizer.json'}: not a readable tokenizer file (the tokenizers library "
+                       "panicked: Precompiled"}[when]
+    with pytest.raises(NpsqueezeError, match=re.escape(message)):
+        Tokenizer.from_pretrained(folder)("hello")
+    # on the command line: one line on stderr, no Python traceback, no Rust panic report or backtrace
+    done = subprocess.run([sys.executable, "-m", "npsqueeze", "embed", str(folder), "hello"], capture_output=True,
+                          text=True, env={**os.environ, "RUST_BACKTRACE": "1"}, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith(f"npsqueeze embed: error: {message}") and done.stderr.count("\n") == 1, done.stderr

@@ -67,12 +67,12 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 
 
 @pytest.mark.parametrize("header, data, message", [
-    (b"", b"", "header is not JSON"),
+    (b"", b"", "header: not valid JSON"),
     ({"a": F32}, b"\0" * 4, r"tensor a: bytes 0..8 of 4 cannot hold float32 \[2\]"),
     ({"a": F32}, b"\0" * 12, "4 bytes after the last tensor"),
-    (b"{not json", b"", "header is not JSON"),
-    (b"\xff\xfe{}", b"", "header is not JSON"),
-    (b"[" * 100000 + b"]" * 100000, b"", "header is not JSON"),
+    (b"{not json", b"", "header: not valid JSON"),
+    (b"\xff\xfe{}", b"", "header: not valid JSON"),
+    (b"[" * 100000 + b"]" * 100000, b"", "header: not valid JSON"),
     ([1, 2], b"", "header is not a JSON object"),
     ({"__metadata__": {"a": 1}}, b"", "string __metadata__"),
     ({"__metadata__": "x"}, b"", "string __metadata__"),
@@ -89,7 +89,13 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
     ({"a": {**F32, "dtype": ["F32"]}}, b"\0" * 8, r"tensor a has dtype \['F32'\]"),
     ({"a": F32, "b": F32}, b"\0" * 16, "tensor [ab]: data overlaps another tensor or leaves a gap"),
     ({"a": {**F32, "data_offsets": [4, 12]}}, b"\0" * 12, "tensor a: data overlaps another tensor or leaves a gap"),
-    ({"a": {**F32, "shape": [10 ** 30]}}, b"\0" * 8, "cannot hold"),
+    ({"a": {**F32, "shape": [10 ** 30]}}, b"\0" * 8, "tensor a: entry is not"),
+    # shapes NumPy cannot make, though their byte counts (0, 4) match
+    ({"a": {**F32, "shape": [2**63 - 1, 0], "data_offsets": [0, 0]}}, b"",
+     r"tensor a: shape \[9223372036854775807, 0\] is too large for NumPy"),
+    ({"a": {**F32, "shape": [2**62, 0], "data_offsets": [0, 0]}}, b"", "is too large for NumPy"),
+    ({"a": {**F32, "shape": [2**31, 2**31, 0], "data_offsets": [0, 0]}}, b"", "is too large for NumPy"),
+    ({"a": {**F32, "shape": [1] * 65, "data_offsets": [0, 4]}}, b"\0" * 4, "tensor a: 65 dimensions, more than NumPy's 64"),
 ])
 def test_bad_headers(tmp_path, header, data, message):
     path = header_file(tmp_path, header, data)

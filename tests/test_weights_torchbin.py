@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from npsqueeze import NpsqueezeError
+from bounded import api_bounded, run_bounded
 from optional import needs, torch
 from npsqueeze.torchbin import LEGACY_MAGIC, LEGACY_PROTOCOL, read_torch_bin
 
@@ -255,7 +256,8 @@ def test_same_storage_declared_twice_differently(tmp_path):
 @pytest.mark.parametrize("obj, message", [
     ([1, 2], "holds a list, not a state dict"),
     (Call(Global("collections.OrderedDict"), [("model", {"w": 1})]), "entry model of the state dict is not a tensor"),
-    (Call(Global("collections.OrderedDict"), [(3, tensor(storage("0", 12), 0, (2,), (1,)))]), "entry 3 of"),
+    (Call(Global("collections.OrderedDict"), [(3, tensor(storage("0", 12), 0, (2,), (1,)))]),
+     "refused to unpickle a dict whose keys are not all strings"),
 ])
 def test_not_a_flat_state_dict(tmp_path, obj, message):
     with pytest.raises(NpsqueezeError, match=message):
@@ -346,3 +348,94 @@ def test_unreadable_file(tmp_path):
         read_torch_bin(tmp_path / "dir.bin")
     with pytest.raises(NpsqueezeError, match="missing.bin: cannot read"):
         read_torch_bin(tmp_path / "missing.bin")
+
+
+# --- pickle bombs: tiny files that would take gigabytes or hours, refused within bounds ------------
+
+NONE_DAG = b"N" + b"2\x86" * 34  # DUP, TUPLE2 34 times: (x, x) nested, 2**34 leaves in 69 bytes
+NESTED = b"N" + b"\x85" * 300_000  # TUPLE1 300,000 times: hashing it overflows the C stack (segfault)
+
+
+def pkl(*ops: bytes) -> bytes:
+    return b"\x80\x02" + b"".join(ops) + b"."
+
+
+def in_dict(key: bytes) -> list[bytes]:
+    """Every way a pickle puts `key` in a dict: SETITEM, SETITEMS, DICT, OrderedDict(pairs), BUILD."""
+    od = b"ccollections\nOrderedDict\n"
+    return [pkl(b"}", key, b"Ns"), pkl(b"}(", key, b"Nu"), pkl(b"(", key, b"Nd"),
+            pkl(od, b"((", key, b"Ntl\x85R"),
+            pkl(od, b")R}", key, b"Nsb")]
+
+
+BOMBS = [  # (name, data.pkl, what the message says)
+    ("memo index 2**27", pkl(b"]r\x00\x00\x00\x08"), "holds a list, not a state dict"),
+    ("memo index 2**32-1", pkl(b"]r\xff\xff\xff\xff"), "holds a list, not a state dict"),
+    ("memo index 2**32-1, text PUT", pkl(b"]p4294967295\n"), "holds a list, not a state dict"),
+    ("DAG storage id", pkl(NONE_DAG, b"Q"), "unexpected storage reference"),
+    ("nested storage id", pkl(NESTED, b"Q"), "unexpected storage reference"),
+    *((f"DAG dict key {i}", p, "keys are not all strings") for i, p in enumerate(in_dict(NONE_DAG))),
+    ("nested dict key", in_dict(NESTED)[0], "keys are not all strings"),
+    ("a frozenset of a DAG", pkl(b"(", NONE_DAG, b"\x91"), "refused to unpickle opcode FROZENSET"),
+    ("a million empty lists", pkl(b"]" * 1_200_000), "over 1,048,576 operations"),
+]
+
+
+READ = "lambda path: npsqueeze.torchbin.read_torch_bin(__import__('pathlib').Path(path))"
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_pickle_bombs_are_refused_within_bounds(tmp_path, legacy):
+    paths = [(write_legacy if legacy else write_zip)(tmp_path / f"{i}.bin", data, {})  # legacy: no storage keys
+             for i, (_, data, _) in enumerate(BOMBS)]
+    for (name, _, message), path, got in zip(BOMBS, paths, api_bounded(READ, *paths)):
+        assert got and got.startswith(f"{path}: ") and message in got and "\n" not in got, (name, got)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_dag_as_a_tensor_shape(tmp_path, legacy):
+    data = dumps(state_dict(t=tensor(storage("0", 12, legacy=legacy), 0, (1,), (1,))))
+    data = data.replace(b"K\x01\x85", NONE_DAG, 1)  # shape (1,), and the stride, memoized with it
+    path = (write_legacy if legacy else write_zip)(tmp_path / "x.bin", data, {"0": FLOATS})
+    assert api_bounded(READ, path) == [f"{path}: tensor t: invalid offset, shape or stride"]
+
+
+def test_bombs_are_what_they_claim():
+    # the control: the DAG really has 2**34 leaves, and the C unpickler really allocates for the memo index
+    dag = pickle.loads(pkl(NONE_DAG))
+    for _ in range(34):
+        assert dag[0] is dag[1]
+        dag = dag[0]
+    assert dag is None
+    done = run_bounded("import pickle; pickle.loads(bytes.fromhex(sys.argv[1]))", pkl(b"]r\xff\xff\xff\xff").hex())
+    assert done.returncode == 1 and "MemoryError" in done.stderr
+
+
+def test_zip_member_claiming_more_bytes_than_the_file(tmp_path):
+    path = write_zip(tmp_path / "x.bin", dumps(state_dict(t=tensor(storage("0", 12), 0, (2,), (1,)))),
+                     {"0": FLOATS})
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # data.pkl's entry in the central directory: its two sizes
+    data[entry + 20:entry + 28] = (2**31 - 1).to_bytes(4, "little") * 2
+    path.write_bytes(bytes(data))
+    assert api_bounded(READ, path) == [f"{path}: archive/data.pkl claims more bytes than the file has"]
+
+
+# --- shapes NumPy cannot represent ------------------------------------------------------------------
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("shape, stride, message", [
+    ((2**62, 0), (1, 1), r"shape \(4611686018427387904, 0\) is too large for NumPy"),
+    ((2**63 - 1, 0), (1, 1), "is too large for NumPy"),
+    ((2**40, 2**30, 0), (0, 0, 0), "is too large for NumPy"),
+    ((1,) * 65, (1,) * 65, "65 dimensions, more than NumPy's 64"),
+    ((1,), (2**62,), "stride 4611686018427387904 is too large for NumPy"),
+    ((1, 2), (2**61, 1), "stride 2305843009213693952 is too large"),
+    ((2**63,), (1,), "invalid offset, shape or stride"),
+])
+def test_shapes_numpy_cannot_make(tmp_path, shape, stride, message, legacy):
+    data = dumps(state_dict(t=tensor(storage("0", 12, legacy=legacy), 0, shape, stride)))
+    path = (write_legacy if legacy else write_zip)(tmp_path / "x.bin", data, {"0": FLOATS})
+    with pytest.raises(NpsqueezeError, match=message) as e:
+        read_torch_bin(path)
+    assert str(e.value).startswith(f"{path}: tensor t: ") and "\n" not in str(e.value)

@@ -29,8 +29,8 @@ from ..config import NpsqueezeError, load_config
 from ..model import from_pretrained
 from ..weights import CONVERTED, WEIGHT_FILES
 from . import flops, profiler
-from .measure import (THREAD_VARS, WARMUP, blas_threads, check_workload, environment, keep_freed_memory, peak_rss,
-                      random_weight, timings)
+from .measure import (THREAD_VARS, WARMUP, blas_threads, check_memory, check_workload, environment,
+                      keep_freed_memory, peak_rss, random_weight, timings)
 
 DEFAULT_MODELS = ["squeezebert-uncased", "bert-base-uncased"]
 
@@ -128,8 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     specs = args.models or DEFAULT_MODELS
-    check_workload(specs, max(args.seq_len), batch_size=min(args.batch_size), seq_len=min(args.seq_len),
-                   repeat=args.repeat, threads=1 if args.threads is None else args.threads)  # here, not in a child
+    named = check_workload(specs, max(args.seq_len), batch_size=min(args.batch_size), seq_len=min(args.seq_len),
+                           repeat=args.repeat, threads=1 if args.threads is None else args.threads)  # here, not in a child
+    check_memory(named, max(args.seq_len), max(args.batch_size), None, "each")
     workloads = [(spec, N, W) for spec in specs for N in args.batch_size for W in args.seq_len]
     results = []
     for i, (spec, N, W) in enumerate(workloads, 1):

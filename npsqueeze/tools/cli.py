@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NpsqueezeError, OSError) as e:
         print(f"npsqueeze {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:  # what the size checks did not foresee
+        print(f"npsqueeze {args.command}: error: out of memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

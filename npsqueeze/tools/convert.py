@@ -5,16 +5,20 @@ DST gets SRC's JSON and text files (config, tokenizer, sentence-transformers set
 `weights.CONVERTED`: one safetensors file holding every tensor the config defines that SRC has (the
 base model and any head, so every class loads it), under the engine's names and in its layout (1x1
 convolutions per group, [G, K/G, C/G]), with the sha256 of the inputs in its metadata. DST appears
-complete or not at all.
+complete or not at all, and `--force` swaps the new folder in atomically (Linux; elsewhere the old
+folder stays recoverable, and the next run restores it); what a killed run left is cleaned up later.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -26,7 +30,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import Config, NpsqueezeError
 from ..model import ARCHITECTURES, model_class
-from ..weights import (CONVERTED, FORMAT, Entry, engine_tensors, load_params, read_checkpoint,
+from ..weights import (CONVERTED, FORMAT, Entry, check_layers, engine_tensors, load_params, read_checkpoint,
                       safetensors_file, strip_prefix, weight_files, weight_map)
 
 # What HF checkpoints carry besides weights: buffers, and the MLM decoder's copies of weights tied
@@ -72,6 +76,7 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "float32", force: boo
         metadata = {"format": FORMAT, "npsqueeze_version": __version__, "source": str(src),
                     "sha256": json.dumps({p.name: sha256(p) for p in files})}
         bar.update()
+        check_layers(tensors, cfg, where)
         entries = stored_entries(cfg, head, tensors)
         params = engine_tensors(tensors, entries, where)
         stored = {e.name: storage(params[e.name], dtype, f"{where}: tensor {e.source}") for e in entries}
@@ -148,8 +153,16 @@ def storage(t: np.ndarray, dtype: str, what: str) -> np.ndarray:
 
 def write(folder: Path, dst: Path, stored: dict[str, np.ndarray], metadata: dict[str, str], cfg: Config,
           head: str | None) -> None:
-    """Write DST under a hidden name next to it, read it back, then rename it into place."""
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Write DST under a hidden name next to it, read it back, then move it into place.
+
+    The hidden name carries this process's id, so that a later run can tell the folders of runs
+    that died (`clean_stale`) from those of runs still going. With --force the new folder and the
+    old swap places in one step, so DST is always the old folder or the new one; where the system
+    cannot swap, the old folder is renamed aside first, and restored by the next run if this one dies
+    before the new folder is in place.
+    """
+    clean_stale(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
     try:
         for path in side_files(folder, dst):
@@ -158,25 +171,85 @@ def write(folder: Path, dst: Path, stored: dict[str, np.ndarray], metadata: dict
         with open(tmp / CONVERTED, "wb") as f:  # not save_file: it ignores the umask
             f.write(save(stored, metadata=metadata))
             os.fsync(f.fileno())  # on disk before the rename makes it visible
+        crash_point("written")
         load_params(tmp, cfg, head)  # loads as the class config.json names
         written, meta = safetensors_file(tmp / CONVERTED)
         if meta != metadata or written.keys() != stored.keys() or not all(
                 same_bits(written[k], a) for k, a in stored.items()):
             raise NpsqueezeError(f"{dst / CONVERTED}: the file written did not read back identical")
-        if dst.exists():  # --force: swap the folders, putting the old one back if that fails
+        if not dst.exists():
+            tmp.rename(dst)
+        elif exchange(tmp, dst):  # --force: tmp now holds the old folder
+            crash_point("swapped")
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             old = tmp.with_suffix(".old")
             dst.rename(old)
+            crash_point("moved aside")
             try:
                 tmp.rename(dst)
             except BaseException:
                 old.rename(dst)
                 raise
+            crash_point("swapped")
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two folders' names in one step (Linux's renameat2 with RENAME_EXCHANGE); False where the
+    system or the file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
+
+
+STALE = r"\.{name}\.(\d+)-[0-9a-f]{{8}}\.(tmp|old)"  # the hidden folders of `write`: .DST.<pid>-<hex>.tmp
+
+
+def clean_stale(dst: Path) -> None:
+    """Remove what runs that died (kill -9, power cut) left next to DST: hidden folders named as
+    `write` names them whose process is gone. An old folder set aside by --force is put back if DST
+    is missing (the run died between its two renames). Runs still going are left alone."""
+    if os.name != "posix" or not dst.parent.is_dir():  # os.kill(pid, 0) only asks on POSIX
+        return
+    pattern = re.compile(STALE.format(name=re.escape(dst.name)))
+    for path in sorted(dst.parent.iterdir(), key=lambda p: p.suffix != ".old"):  # restore before removing
+        m = pattern.fullmatch(path.name)
+        if not m or path.is_symlink() or not path.is_dir() or alive(int(m.group(1))):
+            continue
+        if m.group(2) == "old" and not dst.exists():
+            try:
+                path.rename(dst)
+                continue
+            except OSError:  # another run restored it first
+                pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a pid at all
+        return True
+    return True
+
+
+def crash_point(step: str) -> None:
+    """Tests kill the process here (NPSQUEEZE_KILL_AT=step), as kill -9 would, to check what DST holds."""
+    if os.environ.get("NPSQUEEZE_KILL_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def side_files(folder: Path, dst: Path) -> list[Path]:

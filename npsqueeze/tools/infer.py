@@ -20,7 +20,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from ..config import NpsqueezeError
+from ..config import NpsqueezeError, parse_json
 from ..parallel import default_workers
 from ..pipelines import FillMask, Pipeline, SentenceEmbedding, TextClassification, cosine_similarity
 from .cli import atomic_write
@@ -116,10 +116,7 @@ def numbered_lines(content: str) -> list[tuple[int, str]]:
 
 
 def json_line(line: str, where: str, n: int) -> Input:
-    try:
-        d = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise NpsqueezeError(f"{where}: not valid JSON ({e})") from None
+    d = parse_json(line, where)
     if not isinstance(d, dict) or not isinstance(d.get("text"), str):
         raise NpsqueezeError(f'{where}: expected an object with a "text" string')
     if d.get("pair") is not None and not isinstance(d["pair"], str):
@@ -151,7 +148,7 @@ def warnings_to_stderr(command: str):
 
 
 def clip(text: str, n: int = 100) -> str:
-    text = " ".join(text.split())  # one line, whatever the text holds
+    text = " ".join(text[:4 * n].split())  # one line, whatever the text holds; only its start is shown
     return text if len(text) <= n else text[:n - 1] + "…"
 
 

@@ -1,10 +1,11 @@
 """What the measuring tools share: timing in turns, the matrix-product floor, peak memory, the
 machine (CPU, BLAS and its threads), glibc's kept memory, random weights and the workload checks of
-`bench` and `report`."""
+`bench` and `report` (options, sequence lengths, and whether the arrays would fit in memory)."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import platform
 import sys
@@ -18,6 +19,7 @@ import numpy as np
 from .. import ops
 from ..config import Config, NpsqueezeError, load_config
 from ..parallel import blas_libraries, set_threads
+from ..weights import weight_map
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
 WARMUP = 2  # forward passes before timing: the first pays for first-touch page faults
@@ -171,3 +173,68 @@ def check_workload(specs: list[str], longest: int, **options: int) -> list[tuple
             raise NpsqueezeError(f"--seq-len {longest} exceeds {name}'s max_position_embeddings "
                                  f"{cfg.max_position_embeddings}")
     return named
+
+
+def activation_bytes(cfg: Config, seq_len: int, batch_size: int, head: str | None) -> int:
+    """An estimate of the float32 activations a forward pass holds at once, in bytes: the hidden
+    states before and after a block, a feed-forward intermediate, the attention scores and the
+    head's output, for the whole batch."""
+    per_position = 2 * cfg.hidden_size + cfg.intermediate_size + cfg.num_attention_heads * seq_len
+    return 4 * batch_size * seq_len * (per_position + (cfg.vocab_size if head == "mlm" else 0))
+
+
+def check_memory(named: list[tuple[str, Config]], seq_len: int, batch_size: int, head: str | None,
+                 weights: str) -> None:
+    """Refuse, before anything runs, a workload whose arrays would not fit in the memory left, with
+    one line naming the option to change. Besides each model's activations, `weights` says which
+    weights are held at once: "largest" (report's instrumented count: the weights are free zero-stride
+    views, but np.matmul copies each one it multiplies), "each" (one model's: bench), or "all" (every
+    model's random weights: report --measure)."""
+    available = available_memory()
+    if available is None:
+        return
+    acts = {name: activation_bytes(cfg, seq_len, batch_size, head) for name, cfg in named}
+    name, most = max(acts.items(), key=lambda kv: kv[1])
+    if most > available:
+        raise NpsqueezeError(f"--batch-size {batch_size} x --seq-len {seq_len} takes ~{gb(most)} of activations in "
+                             f"{name}, more than the {gb(available)} of memory available: lower them")
+    sizes = {name: [4 * math.prod(e.shape) for e in weight_map(cfg, head)] for name, cfg in named}
+    total = sum(map(sum, sizes.values()))
+    if weights == "all" and most + total > available:
+        raise NpsqueezeError(f"--measure holds every model's random weights at once, ~{gb(total)}, more than the "
+                             f"{gb(available)} of memory available: measure fewer models (--config)")
+    for name, cfg in named:
+        held = max(sizes[name]) if weights == "largest" else sum(sizes[name])
+        if acts[name] + held > available:
+            raise NpsqueezeError(f"{name} (hidden_size {cfg.hidden_size}, vocab_size {cfg.vocab_size}) needs ~"
+                                 f"{gb(acts[name] + held)} for its {'largest weight' if weights == 'largest' else 'weights'} "
+                                 f"and activations, more than the {gb(available)} of memory available")
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the memory the OS has available (Linux's MemAvailable),
+    or less under an address-space limit (ulimit -v); None where the OS does not say."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * resource.getpagesize()
+            available = min(available or limit, limit - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    return available

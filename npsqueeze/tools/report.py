@@ -25,7 +25,7 @@ from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
 from . import flops, profiler
 from .cli import atomic_write
 from .flops import LABELS
-from .measure import check_workload, environment, random_weight, using_blas_threads
+from .measure import check_memory, check_workload, environment, random_weight, using_blas_threads
 from .profiler import LINE_COLORS
 
 BASELINE = "bert-base-uncased"
@@ -38,6 +38,7 @@ COLORS = {
     "attention_scores": "#d9480f", "attention_context": "#fd9a5a", "post_attention": "#7b3fa0",
     "intermediate": "#2b8a3e", "output": "#8fd19e", "pooler": "#8d6e63", "head": "#e64980",
 }
+MAX_INSTRUMENTED_FLOPS = 2 * 10**12  # the instrumented count's forward passes: ~20 s at 100 GFLOP/s
 PAPER = {"params": 51.1e6, "speedup": 4.3, "bert_latency_s": 1.7, "device": "Pixel 3",
          "seq_len": 128}  # Iandola et al. 2020, abstract
 
@@ -125,6 +126,12 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                            repeat=1 if repeat is None else repeat, threads=threads)
     base_name, base_cfg = named[-1]
     loaded = {name: cfg for name, cfg in named if name != base_name} | {base_name: base_cfg}  # baseline last
+    if instrument or repeat is not None:  # sizes checked before anything runs
+        check_memory(list(loaded.items()), seq_len, batch_size, head, "largest" if repeat is None else "all")
+    work = sum(sum(flops.analytic_flops(cfg, seq_len, batch_size, head).values()) for cfg in loaded.values())
+    if instrument and work > MAX_INSTRUMENTED_FLOPS:
+        raise NpsqueezeError(f"the instrumented FLOP count would run {work / 1e9:,.0f} GFLOP through the engine "
+                             f"(~{work / 1e11:,.0f} s): pass --analytic-only, or lower --batch-size or --seq-len")
     say = (lambda message: print(f"npsqueeze report: {message}", file=sys.stderr)) if progress else (lambda _: None)
     entries = []
     for name, cfg in loaded.items():
