@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config, NpsqueezeError, checkpoint_folder
 from .ops import ACTIVATIONS, add, attention, conv1x1, layer_norm, linear, lookup, tanh, transpose
-from .weights import has_pooler, load_params, nest
+from .weights import HEADS, load_params, nest
 
 
 def embeddings(input_ids, token_type_ids, positions, word_embeddings, position_embeddings,
@@ -177,7 +177,7 @@ class SqueezeBertModel:
         h, states = transformer(self.params, self.config, input_ids, token_type_ids, lengths, mask,
                                 output_hidden_states)
         out = ModelOutput(last_hidden_state=h, hidden_states=states)
-        if has_pooler(self.head):
+        if HEADS[self.head].pooler:
             out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
         self.head_forward(out)
         if self.head is not None:  # as in transformers, a head model returns its head's outputs (+ hidden_states)

@@ -34,10 +34,7 @@ from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, ml
 from .ops import softmax
 from .parallel import call, set_threads, stop, worker_pool
 from .tokenizer import MAX_READ, Tokenizer, as_batch
-
-HEADS = {"mlm": ("masked-LM", "ForMaskedLM"), "sequence": ("sequence-classification", "ForSequenceClassification"),
-         "token": ("token-classification", "ForTokenClassification"),
-         "qa": ("question-answering", "ForQuestionAnswering")}  # model.head -> (name, class suffix)
+from .weights import HEADS
 
 
 class Pipeline:
@@ -65,7 +62,7 @@ class Pipeline:
                  max_length: int | None = None, progress: bool = False, threads: int | None = None,
                  workers: int = 1, executor: Executor | None = None, **options):
         if self.head is not None and model.head != self.head:
-            name, suffix = HEADS[self.head]
+            name, suffix = HEADS[self.head].task, HEADS[self.head].suffix
             raise NpsqueezeError(f"{self.task} needs a model with a {name} head (a *{suffix} checkpoint), "
                                  f"but this one is a {type(model).__name__}")
         check_vocabulary(tokenizer, model.config)

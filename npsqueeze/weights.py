@@ -14,7 +14,7 @@ import mmap
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -56,14 +56,6 @@ BLOCK_MAP = [
 LAYER_PREFIX = {"squeezebert": "encoder.layers.{i}.", "bert": "encoder.layer.{i}."}
 LAYER = re.compile(r"encoder\.layers?\.(\d+)\.")  # a tensor of layer i, in either family or the engine
 
-HEADS_ON_POOLER = ("sequence", "choice")  # heads that classify the pooled [CLS] vector
-
-
-def has_pooler(head: str | None) -> bool:
-    """Whether the base model (head None) or a model with `head` has the pooler."""
-    return head is None or head in HEADS_ON_POOLER
-
-
 class Entry:
     """One engine tensor: where it comes from in an HF checkpoint and the shape it must have."""
 
@@ -99,20 +91,42 @@ def weight_map(cfg: Config, head: str | None) -> list[Entry]:
             entries.append(Entry(engine + ".weight", source + ".weight", hf_shape, (G, cout // G, cin // G),
                                  linear_weight if bert else conv_weight, G))
             entries.append(Entry(engine + ".bias", source + ".bias", (cout,), (cout,)))
-    if has_pooler(head):
-        entries += linear_entries("pooler.dense", C, C)
-    if head == "mlm":
+    return entries + head_entries(cfg, HEADS[head])
+
+
+# --- the heads: what sits on the encoder ----------------------------------------------------------
+
+class Head(NamedTuple):
+    tag: str | None  # the engine's name for it; None: the base model
+    suffix: str  # transformers' classes: SqueezeBert<suffix>, Bert<suffix>
+    task: str
+    pooler: bool  # the model keeps the pooler: the head classifies the pooled [CLS] vector (else each position)
+    layer: str | None  # the head's weights: "cls" is the masked-LM head, else one Linear layer of this name
+    width: Callable[[Config], int]  # output features of its last layer
+
+
+HEADS = {h.tag: h for h in (  # the one table of heads: weights, flops, pipelines and the tests read it
+    Head(None, "Model", "base model", True, None, lambda cfg: cfg.hidden_size),
+    Head("mlm", "ForMaskedLM", "masked-LM", False, "cls", lambda cfg: cfg.vocab_size),
+    Head("sequence", "ForSequenceClassification", "sequence-classification", True, "classifier", lambda cfg: cfg.num_labels),
+    Head("token", "ForTokenClassification", "token-classification", False, "classifier", lambda cfg: cfg.num_labels),
+    Head("qa", "ForQuestionAnswering", "question-answering", False, "qa_outputs", lambda cfg: 2),
+    Head("choice", "ForMultipleChoice", "multiple-choice", True, "classifier", lambda cfg: 1),
+)}
+
+
+def head_entries(cfg: Config, head: Head) -> list[Entry]:
+    """The pooler if the model keeps it, then the head's own tensors."""
+    C, V = cfg.hidden_size, cfg.vocab_size
+    entries = linear_entries("pooler.dense", C, C) if head.pooler else []
+    if head.layer == "cls":  # dense + LayerNorm, then the decoder to the vocabulary (tied: no tensor of its own)
         entries += linear_entries("cls.predictions.transform.dense", C, C)
         entries += norm_entries("cls.predictions.transform.LayerNorm", "cls.predictions.transform.LayerNorm", C)
         entries.append(Entry("cls.predictions.bias", "cls.predictions.bias", (V,), (V,)))
         if not cfg.tie_word_embeddings:
             entries.append(Entry("cls.predictions.decoder.weight", "cls.predictions.decoder.weight", (V, C), (V, C)))
-    elif head == "qa":
-        entries += linear_entries("qa_outputs", 2, C)
-    elif head == "choice":
-        entries += linear_entries("classifier", 1, C)
-    elif head in ("sequence", "token"):
-        entries += linear_entries("classifier", cfg.num_labels, C)
+    elif head.layer:
+        entries += linear_entries(head.layer, head.width(cfg), C)
     return entries
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from npsqueeze import weights
 from optional import torch, transformers
 
 # A small SqueezeBERT whose group counts differ per role (2/3/1/2/4/3), so a role that read another
@@ -22,10 +23,7 @@ SMALL = dict(vocab_size=211, hidden_size=96, num_hidden_layers=2, num_attention_
 SMALL_BERT = dict(vocab_size=211, hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=192, max_position_embeddings=64, type_vocab_size=2)
 
-HEADS = {  # head -> transformers class suffix
-    None: "Model", "mlm": "ForMaskedLM", "sequence": "ForSequenceClassification",
-    "token": "ForTokenClassification", "qa": "ForQuestionAnswering", "choice": "ForMultipleChoice",
-}
+HEADS = {tag: head.suffix for tag, head in weights.HEADS.items()}  # head -> transformers class suffix
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:

@@ -16,7 +16,7 @@ import npsqueeze
 from checkpoints import EXPECTED, HEADS, OUTPUTS, TOL, minilm_path
 from npsqueeze.config import WEIGHTS_DIR, Config
 from npsqueeze.tools import flops
-from npsqueeze.weights import has_pooler
+from npsqueeze.weights import HEADS as HEAD_TABLE
 
 GOLDEN = Path(__file__).parent / "golden"
 PREFIX = {"squeezebert": "SqueezeBert", "bert": "Bert"}
@@ -75,7 +75,7 @@ def test_counts_match_transformers_and_flop_counter_mode(family, head):
     """transformers' SqueezeBERT head models run a pooler that only some heads read: npsqueeze's do not."""
     counts = json.loads((GOLDEN / "counts.json").read_text())
     N, W, theirs = counts["batch_size"], counts["seq_len"], counts[family][tag(head)]
-    unused = 0 if has_pooler(head) else 1
+    unused = 0 if HEAD_TABLE[head].pooler else 1
     cfg = Config.from_file(GOLDEN / family)
     assert sum(flops.params(cfg, head).values()) == theirs["params"] - unused * theirs["pooler_params"]
     analytic = flops.analytic_flops(cfg, W, N, head)

@@ -112,7 +112,7 @@ def test_every_head_small_config(family, head):
     assert flops.instrumented_flops(cfg, W, N, head) == analytic
     total, _ = torch_flops(hf, (N, 1, W) if head == "choice" else (N, W))
     unused_pooler = 0
-    if family == "squeezebert" and not flops.has_pooler(head):
+    if family == "squeezebert" and not flops.HEAD_TABLE[head].pooler:
         unused_pooler = 2 * N * cfg.hidden_size ** 2  # HF's SqueezeBERT heads run a pooler nobody reads
     assert sum(analytic.values()) + unused_pooler == total
     params = sum(flops.params(cfg, head).values())

@@ -17,7 +17,8 @@ import numpy as np
 from ..config import Config
 from ..model import ARCHITECTURES
 from ..ops import count_flops
-from ..weights import HEADS_ON_POOLER, has_pooler, weight_map
+from ..weights import HEADS as HEAD_TABLE
+from ..weights import weight_map
 
 # Every module of the breakdown, in the order data flows through the model.
 MODULES = ("embeddings", "query", "key", "value", "attention_scores", "attention_context",
@@ -33,7 +34,7 @@ ROLE_MODULE = {"q_groups": "query", "k_groups": "key", "v_groups": "value",
                "post_attention_groups": "post_attention", "intermediate_groups": "intermediate",
                "output_groups": "output"}
 HEAD_CLASSES = {cls.head: cls for cls in ARCHITECTURES.values()}  # SqueezeBERT's and BERT's run alike
-HEADS = tuple(h for h in HEAD_CLASSES if h)
+HEADS = tuple(h for h in HEAD_TABLE if h)
 
 # Elementwise operations per element, as ops.py computes them (exp, tanh and a compare count as one):
 # name -> (operations per element, what they are).
@@ -51,7 +52,7 @@ ELEMENTWISE_OPS = {
 
 def modules(head: str | None) -> list[str]:
     """The modules a base model (head None) or a model with `head` has."""
-    return [m for m in MODULES if (m != "pooler" or has_pooler(head)) and (m != "head" or head)]
+    return [m for m in MODULES if (m != "pooler" or HEAD_TABLE[head].pooler) and (m != "head" or head)]
 
 
 def module_of(name: str) -> str:
@@ -72,9 +73,9 @@ def params(cfg: Config, head: str | None = None) -> dict[str, int]:
     return counts
 
 
-def head_outputs(cfg: Config, head: str) -> int:
-    """Output features of the head's last layer."""
-    return {"mlm": cfg.vocab_size, "qa": 2, "choice": 1}.get(head, cfg.num_labels)
+def head_rows(head: str, N: int, M: int) -> int:
+    """The rows a head's last layer runs on: the N pooled vectors, or all M positions."""
+    return N if HEAD_TABLE[head].pooler else M
 
 
 def analytic_flops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None) -> dict[str, int]:
@@ -86,13 +87,12 @@ def analytic_flops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | N
         f[ROLE_MODULE[role]] = L * 2 * M * cin * cout // getattr(cfg, role)  # G blocks of [K/G, C/G]
     # Per head h: scores = Q_h^T K_h ([W, d] x [d, W]) and context = V_h probs^T; H heads of d = C/H channels.
     f["attention_scores"] = f["attention_context"] = L * 2 * N * W * W * C
-    if has_pooler(head):
+    if HEAD_TABLE[head].pooler:
         f["pooler"] = 2 * N * C * C  # the [CLS] position only
-    if head == "mlm":
-        f["head"] = 2 * M * C * C + 2 * M * C * cfg.vocab_size  # transform dense, then the decoder
-    elif head:
-        rows = N if head in HEADS_ON_POOLER else M  # the pooled vector, or every position
-        f["head"] = 2 * rows * C * head_outputs(cfg, head)
+    if head:
+        f["head"] = 2 * head_rows(head, N, M) * C * HEAD_TABLE[head].width(cfg)
+        if head == "mlm":
+            f["head"] += 2 * M * C * C  # the transform's dense layer, before the decoder
     return f
 
 
@@ -113,12 +113,12 @@ def elementwise_ops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | 
     e["post_attention"] += L * M * C * (op["add"] + op["layer_norm"])  # residual + LayerNorm
     e["intermediate"] += L * M * cfg.intermediate_size * act
     e["output"] += L * M * C * (op["add"] + op["layer_norm"])  # residual + LayerNorm
-    if has_pooler(head):
+    if HEAD_TABLE[head].pooler:
         e["pooler"] = N * C * (op["add"] + op["tanh"])
-    if head == "mlm":
-        e["head"] = M * C * (op["add"] + act + op["layer_norm"]) + M * cfg.vocab_size * op["add"]
-    elif head:
-        e["head"] = (N if head in HEADS_ON_POOLER else M) * head_outputs(cfg, head) * op["add"]
+    if head:
+        e["head"] = head_rows(head, N, M) * HEAD_TABLE[head].width(cfg) * op["add"]
+        if head == "mlm":
+            e["head"] += M * C * (op["add"] + act + op["layer_norm"])  # the transform
     return e
 
 
@@ -143,13 +143,12 @@ def elementwise_steps(cfg: Config, seq_len: int, batch_size: int = 1, head: str 
               ("softmax", L * N * H * W * W, op["softmax"]),
               ("add", 2 * L * M * C, op["add"]), ("layer_norm", 2 * L * M * C, op["layer_norm"]),  # residuals
               (act, L * M * cfg.intermediate_size, op[act])]
-    if has_pooler(head):
+    if HEAD_TABLE[head].pooler:
         parts += [("add", N * C, op["add"]), ("tanh", N * C, op["tanh"])]
     if head == "mlm":
-        parts += [("add", M * C, op["add"]), (act, M * C, op[act]), ("layer_norm", M * C, op["layer_norm"]),
-                  ("add", M * cfg.vocab_size, op["add"])]
-    elif head:
-        parts.append(("add", (N if head in HEADS_ON_POOLER else M) * head_outputs(cfg, head), op["add"]))
+        parts += [("add", M * C, op["add"]), (act, M * C, op[act]), ("layer_norm", M * C, op["layer_norm"])]
+    if head:
+        parts.append(("add", head_rows(head, N, M) * HEAD_TABLE[head].width(cfg), op["add"]))
     steps = {}
     for step, elements, per_element in parts:
         n, ops = steps.get(step, (0, 0))
