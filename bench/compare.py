@@ -52,7 +52,9 @@ TARGETS = [
     ("MiniLM embeddings: npsqueeze / sentence-transformers texts/s", "embed_throughput", ">=", 1.0),
     ("MiniLM embeddings: max |difference| from sentence-transformers", "embed_diff", "<=", 1e-4),
     ("`embed --file` job: npsqueeze / sentence-transformers wall time", "job_time", "<=", 0.8),
-    (f"SqueezeBERT, {BATCH} sentences: npsqueeze / torch latency", "sq_batch_over_torch", "<=", 1.2),
+    (f"SqueezeBERT, {BATCH} sentences padded: npsqueeze / torch latency", "sq_batch_over_torch", "<=", 1.2),
+    (f"SqueezeBERT, {BATCH} sentences packed, as the pipelines run them: npsqueeze / torch latency",
+     "sq_packed_over_torch", "<=", 1.2),
     (f"BERT-base / SqueezeBERT latency in npsqueeze, {BATCH} sentences", "bert_over_squeezebert", ">=", 2.0),
     ("SqueezeBERT, 1 x 128: npsqueeze / torch latency", "sq_b1_over_torch", "<=", 1.25),
     ("load converted SqueezeBERT weights, ms", "load_ms", "<=", 5),
@@ -291,6 +293,8 @@ def measured(r: dict, ours: str = "npsqueeze") -> dict:
     bench = r["npsqueeze_bench"]
     per_batch = 4 * 128 * (3072 + 4 * 768) + 4 * 12 * 128 * 128  # [I, M], four [C, M], one head's [H, W, W]
     out = {"sq_batch_over_torch": ratio(rows.get(("squeezebert", batch, ours)), rows.get(("squeezebert", batch, "torch"))),
+           "sq_packed_over_torch": ratio(rows.get(("squeezebert", batch, "npsqueeze packed" if ours == "npsqueeze" else ours)),
+                                         rows.get(("squeezebert", batch, "torch"))),
            "bert_over_squeezebert": ratio(rows.get(("bert", batch, ours)), rows.get(("squeezebert", batch, ours))),
            "sq_b1_over_torch": ratio(rows.get(("squeezebert", "1 x 128", ours)), rows.get(("squeezebert", "1 x 128", "torch")))}
     if ours == FLOOR:
@@ -327,7 +331,7 @@ def to_markdown(r: dict) -> str:
              f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze's BLAS unless a row says otherwise. "
              f"Engines take turns, {r['repeat']} timed runs each after a {PAUSE} s pause and {SETTLE} untimed run; "
              "glibc's malloc keeps freed memory for all of them (npsqueeze.tools.measure.keep_freed_memory).", "",
-             f"## Models, random weights ({r['sentences']} sentences: the first {BATCH} of the corpus)", ""]
+             f"## Models, random weights, on the first {BATCH} of the corpus's {r['sentences']} sentences", ""]
     lines += table(["model", "workload", "shape", "engine", "median ms", "min ms", "effective GFLOP/s"],
                    [[x["model"], x["workload"], x["shape"], x["engine"], f"{x['median_ms']:.1f}", f"{x['min_ms']:.1f}",
                      "-" if x["effective_gflop_per_s"] is None else f"{x['effective_gflop_per_s']:.1f}"]
