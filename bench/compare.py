@@ -358,21 +358,24 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((x["model"], x["workload"]) for x in r["models"]))
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 4.2), squeeze=False)
-    for ax, (model, workload) in zip(axes[0], panels):
+    panels = list(dict.fromkeys((x["model"], x["workload"]) for x in r["models"]))  # model by model
+    cols = len(panels) // 2
+    fig, axes = plt.subplots(2, cols + 1, figsize=(6 * (cols + 1), 7.5), squeeze=False)
+    for ax, (model, workload) in zip(axes[:, :cols].flat, panels):
         xs = [x for x in r["models"] if (x["model"], x["workload"]) == (model, workload)]
         bars = ax.barh([x["engine"] for x in xs], [x["median_ms"] for x in xs], color="#4a7fd4")
         ax.bar_label(bars, [f"{x['median_ms']:.0f}" for x in xs], fontsize=8)
-        ax.set_title(f"{model}, {workload}", fontsize=9)
+        ax.set_title(f"{model}, {workload}", fontsize=10)
         ax.set_xlabel("median latency, ms (lower is better)")
         ax.invert_yaxis()
-    ax = axes[0][-1]
-    bars = ax.barh([x["engine"] for x in r["embeddings"]], [x["texts_per_s"] for x in r["embeddings"]], color="#2b8a3e")
+    ax = axes[0, cols]
+    bars = ax.barh([x["engine"].replace(" encode", "\nencode") for x in r["embeddings"]],
+                   [x["texts_per_s"] for x in r["embeddings"]], color="#2b8a3e")
     ax.bar_label(bars, [f"{x['texts_per_s']:.0f}" for x in r["embeddings"]], fontsize=8)
-    ax.set_title(f"all-MiniLM-L6-v2, {r['sentences']} sentences", fontsize=9)
+    ax.set_title(f"all-MiniLM-L6-v2 embeddings, {r['sentences']} sentences", fontsize=10)
     ax.set_xlabel("texts/s (higher is better)")
     ax.invert_yaxis()
+    axes[1, cols].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
