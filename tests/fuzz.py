@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safetensors.numpy import save_file
 
 import npsqueeze
 from npsqueeze import NpsqueezeError
 from npsqueeze.torchbin import LEGACY_MAGIC, LEGACY_PROTOCOL, read_torch_bin
 from npsqueeze.tools.report import build_report
-from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file, weight_map
+from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file
+
+from checkpoints import numpy_checkpoint
 
 EXAMPLES = settings(max_examples=150, deadline=None, database=None)
 
@@ -179,17 +180,6 @@ SMALL = {"model_type": "squeezebert", "vocab_size": 30, "hidden_size": 12, "embe
          "output_groups": 3, "architectures": ["SqueezeBertForSequenceClassification"], "num_labels": 3}
 FIELDS = [*SMALL, "layer_norm_eps", "hidden_act", "type_vocab_size", "pad_token_id", "tie_word_embeddings",
           "id2label"]
-
-
-def numpy_checkpoint(folder: Path, config: dict, head: str | None, seed: int = 0) -> Path:
-    """A checkpoint folder in the hub layout, config.json and random model.safetensors, without torch."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    cfg = npsqueeze.Config.from_dict(config)
-    save_file({e.source: (0.1 * rng.standard_normal(e.hf_shape)).astype(np.float32) for e in weight_map(cfg, head)},
-              folder / "model.safetensors")
-    return folder
 
 
 @EXAMPLES

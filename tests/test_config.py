@@ -10,7 +10,7 @@ import pytest
 
 import npsqueeze
 from bounded import assert_one_line, cli_bounded
-from fuzz import numpy_checkpoint
+from checkpoints import numpy_checkpoint
 from npsqueeze import Config, NpsqueezeError
 from npsqueeze.config import WEIGHTS_DIR
 from npsqueeze.tools.cli import main

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from bounded import run_bounded
+from optional import needs
 
 
+@needs("hypothesis")
 @pytest.mark.parametrize("case", ["safetensors", "pickle", "config"])
 def test_fuzz_within_bounds(tmp_path, case):
     code = f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nimport fuzz\nfuzz.run({case!r}, {str(tmp_path)!r})"

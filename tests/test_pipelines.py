@@ -770,6 +770,11 @@ def test_cli_options_anywhere_and_mistyped_options(checkpoint, capsys):
     with pytest.raises(SystemExit):
         run_cli(capsys, "embed", minilm_path(), "x", "--zzzzzz")
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+    for argv, guess in ((["flie-mask", "x"], "fill-mask"), (["report", "--head", "sequnce"], "sequence")):
+        with pytest.raises(SystemExit) as e:  # a mistyped command or choice
+            run_cli(capsys, *argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "invalid choice" in err and err.endswith(f"(did you mean {guess}?)\n"), err
 
 
 def test_cli_help_names_what_each_command_takes(capsys):

@@ -11,6 +11,7 @@ import argparse
 import difflib
 import importlib
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,16 +32,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose error for an unknown option names the option it most likely meant."""
+    """argparse's parser, whose error for an unknown option, command or choice names the one it most
+    likely meant."""
 
     def error(self, message: str):
+        guess = []
         if message.startswith("unrecognized arguments: "):
             known = [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
-            for word in message.split(": ", 1)[1].split():
-                guess = difflib.get_close_matches(word.split("=")[0], known, n=1) if word.startswith("-") else []
-                if guess:
-                    message += f" (did you mean {guess[0]}?)"
-                    break
+            words = [w.split("=")[0] for w in message.split(": ", 1)[1].split() if w.startswith("-")]
+            guess = next((g for w in words if (g := difflib.get_close_matches(w, known, n=1))), [])
+        elif "invalid choice: " in message:  # "... invalid choice: 'flie-mask' (choose from 'fill-mask', ...)"
+            word, *choices = re.findall(r"'([^']*)'", message)
+            guess = difflib.get_close_matches(word, choices, n=1)
+        if guess:
+            message += f" (did you mean {guess[0]}?)"
         super().error(message)
 
 
