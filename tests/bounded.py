@@ -8,6 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+import npsqueeze
+from npsqueeze.weights import weight_map
 
 PRELUDE = """
 import resource, signal, sys
@@ -63,3 +70,14 @@ def assert_one_line(done: subprocess.CompletedProcess, *fragments: str, prefix: 
     for fragment in fragments:
         assert fragment in err, err
     return err
+
+
+def numpy_checkpoint(folder: Path, config: dict, head: str | None, seed: int = 0) -> Path:
+    """A checkpoint folder in the hub layout, config.json and random model.safetensors, without torch."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    cfg = npsqueeze.Config.from_dict(config)
+    save_file({e.source: (0.1 * rng.standard_normal(e.hf_shape)).astype(np.float32) for e in weight_map(cfg, head)},
+              folder / "model.safetensors")
+    return folder

@@ -6,14 +6,11 @@ Test-only: torch and transformers come from the `test` extra; the package never 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
-import npsqueeze
 from npsqueeze import weights
 from optional import torch, transformers
 
@@ -60,17 +57,6 @@ def build(path: Path, family: str = "squeezebert", head: str | None = None, seed
         cfg.save_pretrained(path)
         torch.save(model.state_dict(), path / "pytorch_model.bin")
     return model
-
-
-def numpy_checkpoint(folder: Path, config: dict, head: str | None, seed: int = 0) -> Path:
-    """A checkpoint folder in the hub layout, config.json and random model.safetensors, without torch."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    cfg = npsqueeze.Config.from_dict(config)
-    save_file({e.source: (0.1 * rng.standard_normal(e.hf_shape)).astype(np.float32) for e in weights.weight_map(cfg, head)},
-              folder / "model.safetensors")
-    return folder
 
 
 def minilm_path() -> Path:

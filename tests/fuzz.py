@@ -22,7 +22,7 @@ from npsqueeze.torchbin import LEGACY_MAGIC, LEGACY_PROTOCOL, read_torch_bin
 from npsqueeze.tools.report import build_report
 from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file
 
-from checkpoints import numpy_checkpoint
+from bounded import numpy_checkpoint
 
 EXAMPLES = settings(max_examples=150, deadline=None, database=None)
 

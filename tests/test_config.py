@@ -9,8 +9,7 @@ import shutil
 import pytest
 
 import npsqueeze
-from bounded import assert_one_line, cli_bounded
-from checkpoints import numpy_checkpoint
+from bounded import assert_one_line, cli_bounded, numpy_checkpoint
 from npsqueeze import Config, NpsqueezeError
 from npsqueeze.config import WEIGHTS_DIR
 from npsqueeze.tools.cli import main
