@@ -12,12 +12,11 @@ themselves; its safetensors weights are memory-mapped, so the processes share th
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
 import pickle
 import signal
 import sys
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +77,9 @@ def get_threads() -> int | None:
 def worker_pool(workers: int) -> Executor:
     """A pool of `workers` fresh Python processes (spawned: no state or thread inherited from this one)
     that ignore Ctrl-C: the parent stops them (see `stop`)."""
+    import multiprocessing  # here, as the pool: they take longer to import than a command takes to start
+    from concurrent.futures import ProcessPoolExecutor
+
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
 

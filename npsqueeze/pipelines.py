@@ -20,14 +20,12 @@ import functools
 import inspect
 import pickle
 import warnings
-from concurrent.futures import Executor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Executor
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tokenizers import Encoding
-from tqdm import tqdm
 
 from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown
 from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, mlm_head, transformer
@@ -157,15 +155,14 @@ class Pipeline:
         outputs = map(fn, packed) if pool is None else pool.map(functools.partial(call, pickle.dumps(fn)), packed)
         results: list = [None] * len(encodings)
         try:
-            for rows, rows_out in zip(tqdm(groups, desc=self.task, unit="batch", leave=False,
-                                           disable=not self.progress or len(groups) < 2), outputs):
+            for rows, rows_out in zip(progress_bar(groups, self.task) if self.progress else groups, outputs):
                 for i, result in zip(rows, rows_out):
                     results[i] = result
         except KeyboardInterrupt:
             if self.started.get("pool") is pool is not None:
                 stop(self.started.pop("pool"))
             raise
-        except BrokenProcessPool as e:
+        except BrokenExecutor as e:  # a worker process died
             self.started.pop("pool", None)
             raise NpsqueezeError(f"a worker process ended unexpectedly ({e})") from None
         return results
@@ -225,6 +222,13 @@ def check_vocabulary(tokenizer: Tokenizer, cfg) -> None:
     if top >= cfg.vocab_size or cfg.vocab_size - len(ids) >= PADDING_ROWS:
         raise NpsqueezeError(f"the tokenizer's vocabulary ({len(ids):,} tokens, ids up to {top:,}) does not fit the "
                              f"model's {cfg.vocab_size:,} embedding rows: are they from the same checkpoint?")
+
+
+def progress_bar(batches: list, task: str):
+    """The batches, with a progress bar on stderr when there are several."""
+    from tqdm import tqdm  # here: it takes longer to import than a command takes to start
+
+    return tqdm(batches, desc=task, unit="batch", leave=False, disable=len(batches) < 2)
 
 
 def as_texts(inputs) -> tuple[list[str], bool]:

@@ -49,7 +49,9 @@ class ArgumentParser(argparse.ArgumentParser):
         super().error(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The parser of every subcommand; those in `commands` with their arguments (which imports their
+    modules: a command imports only its own, to start fast)."""
     parser = ArgumentParser(
         prog="npsqueeze",
         description="SqueezeBERT in pure NumPy: inference, efficiency reports and benchmarks.")
@@ -57,11 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module, _, attr = module.partition(":")
-        mod = importlib.import_module(module, __package__)
-        mod = getattr(mod, attr) if attr else mod
-        mod.add_arguments(p)
-        p.set_defaults(run=mod.run, command=name)
+        if name in commands:
+            module, _, attr = module.partition(":")
+            mod = importlib.import_module(module, __package__)
+            mod = getattr(mod, attr) if attr else mod
+            mod.add_arguments(p)
+            p.set_defaults(run=mod.run, command=name)
     parser.commands = sub.choices  # name -> its parser
     return parser
 
@@ -69,10 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> argparse.Namespace:
     """The subcommand's own parser reads its arguments, options and positionals in any order, and
     its errors print its own usage."""
-    parser = build_parser()
-    if argv and argv[0] in parser.commands:
-        return parser.commands[argv[0]].parse_intermixed_args(argv[1:])
-    return parser.parse_args(argv)  # --help, --version, an unknown command
+    if argv and argv[0] in COMMANDS:
+        return build_parser([argv[0]]).commands[argv[0]].parse_intermixed_args(argv[1:])
+    return build_parser().parse_args(argv)  # --help, --version, an unknown command
 
 
 @contextmanager

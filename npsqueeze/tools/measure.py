@@ -12,7 +12,6 @@ import sys
 import time
 from contextlib import contextmanager
 from typing import Callable
-from unittest import mock
 
 import numpy as np
 
@@ -63,6 +62,8 @@ def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
     def record(a, b, tag, out=None):
         calls.append((a, b, tag, out))
         return matmul(a, b, tag, out)
+
+    from unittest import mock  # here: it takes longer to import than a command takes to start
 
     with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
         forward()
