@@ -181,9 +181,9 @@ def why_section(entry: dict, base: dict) -> list[str]:
            f"have no weights and no groups, took {ms_of(p, attention):.1f} and {ms_of(q, attention):.1f} ms. "
            f"Together they are {fixed:.0%} of {a}'s time, for {flops_of(p, attention) / entry['flops']:.0%} of "
            "its FLOPs.",
-           f"- **Amdahl's bound.** Had every product of {b} kept its measured FLOP rate doing {a}'s FLOPs, "
+           f"- **Amdahl's law.** Had every product of {b} kept its measured FLOP rate doing {a}'s FLOPs, "
            f"and every other step its time, {b}'s {q['modules_ms']:.1f} ms would have become {bound_ms:.1f}: "
-           f"a speedup of at most {q['modules_ms'] / bound_ms:.2f}x, not {flop_ratio:.2f}x."]
+           f"a speedup of {q['modules_ms'] / bound_ms:.2f}x by this count, not {flop_ratio:.2f}x."]
     grouped = [flops.ROLE_MODULE[role] for role, G in entry["groups"].items() if G > 1]
     dense = [m for role, m in flops.ROLE_MODULE.items() if entry["groups"][role] == base["groups"][role] == 1]
     if grouped:
