@@ -140,14 +140,12 @@ MALLOC_LIMITS = (  # (glibc's mallopt parameter, the environment variable that s
 def keep_freed_memory() -> None:
     """Have glibc's malloc keep freed memory for the next arrays instead of giving it back to the OS.
 
-    By default glibc maps blocks over 128 KB on their own (a limit that rises to the largest block
-    freed) and trims more than twice that limit from the top of the heap, both back to the OS, so
-    the next array of that size faults its pages in again: ~3,000 page faults in a SqueezeBERT
-    forward pass at batch 1, sequence 128, ~10,000 at batch 8, each a trip into the kernel. With
-    these limits a pass takes none and ran 6-8% faster (five alternating pairs), with the same peak
-    memory. The commands call this at start; in your own programs set the environment variables
-    before Python starts, `MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432`, or
-    call this. It does nothing where malloc is not glibc's, or when either variable is set.
+    By default glibc maps blocks over 128 KB on their own and trims freed memory from the top of the
+    heap, both back to the OS, so the next array of that size faults its pages in again, each page
+    a trip into the kernel (README's performance section says what that costs). The commands call
+    this at start; in your own programs set `MALLOC_TRIM_THRESHOLD_=1073741824
+    MALLOC_MMAP_THRESHOLD_=33554432` before Python starts, or call this. It does nothing where
+    malloc is not glibc's, or when either variable is set.
     """
     if platform.libc_ver()[0] != "glibc" or any(var in os.environ for _, var, _ in MALLOC_LIMITS):
         return
