@@ -123,9 +123,7 @@ class Pipeline:
     def __reduce__(self):
         """What goes to a worker process: the folder and settings to load this pipeline from, once per
         worker (see `shared`), rather than the model's arrays."""
-        if self.source is None:
-            raise NpsqueezeError("only a pipeline made by from_pretrained(folder) can run in worker processes")
-        path, kwargs = self.source
+        path, kwargs = self.worker_source()
         kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "workers", "executor")}
         return shared, (type(self), path, kwargs | {"threads": 1})
 
@@ -169,6 +167,12 @@ class Pipeline:
 
     MIN_BATCHES_PER_WORKER = 4  # fewer: starting the workers would cost more than they save
 
+    def worker_source(self) -> tuple[str, dict]:
+        """(folder, settings) a worker loads this pipeline from: workers need one made by from_pretrained."""
+        if self.source is None:
+            raise NpsqueezeError("only a pipeline made by from_pretrained(folder) can run in worker processes")
+        return self.source
+
     def executor_for(self, n_batches: int) -> Executor | None:
         """Where to run `n_batches` batches: the given executor, this pipeline's worker processes, or
         None (in this process)."""
@@ -177,8 +181,7 @@ class Pipeline:
         if self.workers < 2 or n_batches < self.MIN_BATCHES_PER_WORKER * self.workers:
             return None
         if "pool" not in self.started:
-            if self.source is None:
-                self.__reduce__()  # raises: workers load the checkpoint from its folder
+            self.worker_source()  # before any process starts
             self.started["pool"] = worker_pool(self.workers)
         return self.started["pool"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from checkpoints import SMALL, SMALL_BERT
-from npsqueeze import ops
+from npsqueeze import ops, parallel
 from npsqueeze.config import Config
 from npsqueeze.tools import flops, measure, profiler
 from npsqueeze.tools.cli import main
@@ -202,12 +202,12 @@ def test_bench_profile(small_configs, capsys):
 
 
 def test_using_blas_threads_restores_the_count():
-    before = measure.blas_threads_in_use()
+    before = parallel.get_threads()
     if before is None:
         pytest.skip("this BLAS does not say how many threads it runs")
     with measure.using_blas_threads(1):
-        assert measure.blas_threads_in_use() == 1
-    assert measure.blas_threads_in_use() == before
+        assert parallel.get_threads() == 1
+    assert parallel.get_threads() == before
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import ops
 from ..config import Config, NpsqueezeError, load_config
-from ..parallel import blas_libraries, set_threads
+from ..parallel import get_threads, set_threads
 from ..weights import weight_map
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
@@ -88,7 +88,7 @@ def environment() -> dict:
     """What the numbers depend on: NumPy, its BLAS and the threads BLAS runs, the CPUs."""
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
-            "blas_threads": blas_threads_in_use(), "cpus": os.cpu_count(), "cpu": cpu_model()}
+            "blas_threads": get_threads(), "cpus": os.cpu_count(), "cpu": cpu_model()}
 
 
 def cpu_model() -> str:
@@ -100,24 +100,10 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-GET_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
-               "openblas_get_num_threads", "MKL_Get_Max_Threads")  # as parallel.SET_THREADS
-
-
-def blas_threads_in_use() -> int | None:
-    """The threads BLAS runs matrix products on in this process, as the library says (None: it does not say)."""
-    for lib in blas_libraries():
-        for name in GET_THREADS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                return int(fn())
-    return None
-
-
 @contextmanager
 def using_blas_threads(n: int):
     """BLAS runs its matrix products on `n` threads inside the block, then on as many as before."""
-    before = blas_threads_in_use()
+    before = get_threads()
     set_threads(n)
     try:
         yield
