@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import Config, NpsqueezeError, checkpoint_folder
 from .ops import ACTIVATIONS, add, attention, conv1x1, layer_norm, linear, lookup, tanh, transpose
+from .parallel import by_sequences
 from .weights import HEADS, load_params, nest
 
 
@@ -173,9 +174,7 @@ class SqueezeBertModel:
         """The model on a batch as one row of positions: input_ids, token_type_ids [M] hold N sequences
         of `lengths` [N] positions side by side (packed: no padding; or padded, with `mask` [M]
         additive). Outputs keep that layout: [M, ...] per position, [N, ...] per sequence."""
-        check_ids(self.config, input_ids, token_type_ids, lengths)
-        h, states = transformer(self.params, self.config, input_ids, token_type_ids, lengths, mask,
-                                output_hidden_states)
+        h, states = self.encoder(input_ids, token_type_ids, lengths, mask, output_hidden_states)
         out = ModelOutput(last_hidden_state=h, hidden_states=states)
         if HEADS[self.head].pooler:
             out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
@@ -183,6 +182,14 @@ class SqueezeBertModel:
         if self.head is not None:  # as in transformers, a head model returns its head's outputs (+ hidden_states)
             out.last_hidden_state = out.pooler_output = None
         return out
+
+    def encoder(self, input_ids, token_type_ids, lengths, mask=None, output_hidden_states=False):
+        """`transformer` (embeddings and encoder) on a batch as one row of positions, its sequences
+        shared out among the threads `parallel.set_threads` asked for: last hidden state [M, C]
+        (+ every layer's)."""
+        check_ids(self.config, input_ids, token_type_ids, lengths)
+        return by_sequences(lambda *part: transformer(self.params, self.config, *part, output_hidden_states),
+                            input_ids, token_type_ids, lengths, mask)
 
     def head_forward(self, out: ModelOutput) -> None:
         """Fill in the head's outputs (the base model has none)."""

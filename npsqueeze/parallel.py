@@ -1,25 +1,32 @@
-"""More than one core: BLAS threads for the matrix products, worker processes for everything else.
+"""More than one core: threads that share out a batch's sequences, and worker processes.
 
 NumPy runs the elementwise work of a forward pass (GELU, softmax, LayerNorm, adds: about half of its
 time) on one core, whatever BLAS does; only the matrix products use BLAS's threads. And BLAS threads
 wait for each other at every product: on a machine whose other cores are busy, one descheduled
-thread stalls them all. So npsqueeze's pipelines use one BLAS thread by default and, for large
-inputs, `workers` processes, each with its own thread and its own share of the batches: every core
-does all of the work, and a busy core only slows the batches it holds. Workers load the checkpoint
-themselves; its safetensors weights are memory-mapped, so the processes share them.
+thread stalls them all. So with `set_threads(n)` a forward pass shares out a batch's sequences among
+n threads, each running the whole model on its share with one BLAS thread (`by_sequences`): NumPy
+lets go of the GIL inside its loops and BLAS, so every core does all kinds of work, and no thread
+waits for another until its share is done. A lone sequence runs its matrix products on n BLAS threads.
+For large inputs, pipelines can also use `workers` processes, each with its own share of the
+batches. Workers load the checkpoint themselves; its safetensors weights are memory-mapped, so the
+processes share them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import pickle
 import signal
 import sys
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from . import ops
 
 # OpenBLAS as NumPy's wheels bundle it (scipy_openblas, 64-bit ints), as Linux distributions ship it,
 # and MKL: the functions that set and get the thread count, under each name they are exported as.
@@ -48,6 +55,7 @@ def blas_libraries() -> list[ctypes.CDLL]:
     return libraries
 
 
+@functools.cache  # NumPy's BLAS is loaded with NumPy: found once, set cheaply before every split pass
 def blas_function(names: tuple[str, ...]) -> list:
     """Each loaded BLAS library's function of the first of `names` it exports."""
     found = []
@@ -58,20 +66,97 @@ def blas_function(names: tuple[str, ...]) -> list:
     return found
 
 
+_threads: int | None = None  # set_threads' n (None: as many as BLAS uses)
+
+
 def set_threads(n: int) -> bool:
-    """Have BLAS use `n` threads for the matrix products of this process, from now on. Returns False
-    where the BLAS library offers no way to do so (then only OPENBLAS_NUM_THREADS / MKL_NUM_THREADS /
-    OMP_NUM_THREADS, set before NumPy is imported, decide)."""
+    """Have forward passes of this process use `n` threads from now on: a batch's sequences shared
+    out among them (see `by_sequences`), a lone sequence's matrix products on `n` BLAS threads.
+    Returns False where the BLAS library offers no way to set its threads (then only
+    OPENBLAS_NUM_THREADS / MKL_NUM_THREADS / OMP_NUM_THREADS, set before NumPy is imported, decide)."""
+    global _threads
+    _threads = n
+    return set_blas_threads(n)
+
+
+def get_threads() -> int:
+    """The threads forward passes use: as set_threads said, else as many as BLAS uses."""
+    return _threads or get_blas_threads() or 1
+
+
+@contextmanager
+def using_threads(n: int):
+    """Forward passes use `n` threads inside the block, then as many as before."""
+    global _threads
+    before = _threads, get_blas_threads()
+    set_threads(n)
+    try:
+        yield
+    finally:
+        _threads = before[0]
+        if before[1]:
+            set_blas_threads(before[1])
+
+
+def set_blas_threads(n: int) -> bool:
+    """Have BLAS use `n` threads for the matrix products of this process, from now on."""
     setters = blas_function(SET_THREADS)
     for fn in setters:
         fn(ctypes.c_int(n))
     return bool(setters)
 
 
-def get_threads() -> int | None:
+def get_blas_threads() -> int | None:
     """The threads BLAS uses for matrix products (None where it does not say)."""
     getters = blas_function(GET_THREADS)
     return int(getters[0]()) if getters else None
+
+
+def by_sequences(forward, input_ids, token_type_ids, lengths, mask):
+    """`forward(input_ids, token_type_ids, lengths, mask)` on a batch laid out as one row of positions
+    (see model.forward), its sequences shared out among the threads `set_threads` asked for.
+
+    Every layer but attention is position-wise and attention stays within a sequence, so the batch
+    cut between two sequences is two batches: each thread runs the whole model on one run of whole
+    sequences (about M/n positions), with one BLAS thread, and the parts' outputs, [M, ...] per
+    position or [N, ...] per sequence, are put back side by side. Not while `ops.tally` is counting:
+    the profile times one step at a time.
+    """
+    threads = get_threads()
+    n = min(threads, len(lengths))
+    if n < 2 or ops._tally is not None:
+        return forward(input_ids, token_type_ids, lengths, mask)
+    N, ends = len(lengths), np.cumsum(lengths)  # ends [N]: where each sequence ends
+    # each part ends with the first sequence to reach the next n-th of the positions (none empty)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n) / n) + 1  # [n-1]: sequences before each cut
+    cuts = [0, *np.unique(np.clip(cuts, 1, N - 1)).tolist(), N]  # [parts + 1]
+    parts = [(slice(ends[a] - lengths[a], ends[b - 1]), slice(a, b)) for a, b in zip(cuts, cuts[1:])]
+    set_blas_threads(1)
+    try:
+        pool = thread_pool(len(parts))
+        futures = [pool.submit(forward, input_ids[p], token_type_ids[p], lengths[s], None if mask is None else mask[p])
+                   for p, s in parts]  # p: the part's positions, s: its sequences
+        wait(futures)  # all of them, even when one fails: BLAS's threads are set back once no part runs
+        outputs = [f.result() for f in futures]
+    finally:
+        set_blas_threads(threads)
+    return side_by_side(outputs)
+
+
+@functools.cache
+def thread_pool(n: int) -> ThreadPoolExecutor:
+    """`n` threads, started by the first pass that shares out a batch and kept for the next ones."""
+    return ThreadPoolExecutor(n, thread_name_prefix="npsqueeze")
+
+
+def side_by_side(parts: list):
+    """The parts' outputs joined along the first axis, however they nest in tuples (None stays None)."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, tuple):
+        return tuple(side_by_side(list(p)) for p in zip(*parts))
+    return np.concatenate(parts)
 
 
 def worker_pool(workers: int) -> Executor:

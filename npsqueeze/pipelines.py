@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown
-from .model import ModelOutput, SqueezeBertModel, check_ids, from_pretrained, mlm_head, transformer
+from .model import ModelOutput, SqueezeBertModel, from_pretrained, mlm_head
 from .ops import softmax
 from .parallel import call, set_threads, stop, worker_pool
 from .tokenizer import MAX_READ, Tokenizer, as_batch
@@ -44,7 +44,8 @@ class Pipeline:
     the task's own options (the keyword-only arguments of its `predict`, e.g. top_k), as defaults
     for every call.
 
-    `threads` sets the BLAS threads of this process (None: leave them as they are). With `workers`
+    `threads` sets the threads of this process's forward passes (parallel.set_threads: a batch's
+    sequences shared out among them; None: leave them as they are, BLAS's count unless set). With `workers`
     > 1, large inputs (at least MIN_BATCHES_PER_WORKER batches per worker) run in that many worker
     processes of one BLAS thread each (see parallel.py); or pass any `executor` of
     concurrent.futures. Either way results come back in input order. Workers load the checkpoint
@@ -192,9 +193,7 @@ class Pipeline:
 
     def hidden_states(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The base model's last hidden state, one row per position of the packed batch: [M, C]."""
-        cfg = self.model.config
-        check_ids(cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])
-        return transformer(self.model.params, cfg, batch["input_ids"], batch["token_type_ids"], batch["lengths"])[0]
+        return self.model.encoder(batch["input_ids"], batch["token_type_ids"], batch["lengths"])[0]
 
     def token_states(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The last hidden state of each sequence: [W_n, C]."""

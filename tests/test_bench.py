@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from npsqueeze import ops
+from npsqueeze import ops, parallel
 from npsqueeze.tools import flops, measure
 from npsqueeze.tools.cli import main
 from npsqueeze.config import Config
@@ -103,7 +103,7 @@ def test_matrix_products_replay_exactly_the_forward_passes_products():
                 return products[run][-1].copy()  # the forward adds biases in place to what matmul returns
             out[...] = products[run][-1]
             return out
-        with pytest.MonkeyPatch.context() as m:
+        with pytest.MonkeyPatch.context() as m, parallel.using_threads(1):  # the batch on one thread, as recorded
             m.setattr(ops, "matmul", keep)
             fn()
     assert len(products["replay"]) == len(products["forward"]) > 0

@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import npsqueeze
-from npsqueeze import NpsqueezeError
+from npsqueeze import NpsqueezeError, parallel
 from optional import torch, transformers
 from checkpoints import EXPECTED, HEADS, SMALL, TOL, assert_parity, build, inputs, minilm_path, randomize, reference
 
@@ -27,7 +27,10 @@ def test_every_head_matches_transformers(tmp_path, family, head):
     assert type(model).__name__ == expected_class
     shape = (2, 3, 24) if head == "choice" else (3, 24)
     ids, mask, tt = inputs(shape, ref.config.vocab_size)
-    assert_parity(model(ids, mask, tt), reference(ref, ids, mask, tt), EXPECTED[head])
+    theirs = reference(ref, ids, mask, tt)
+    for threads in (1, 2):  # two: the batch's sequences shared out between two threads
+        with parallel.using_threads(threads):
+            assert_parity(model(ids, mask, tt), theirs, EXPECTED[head])
 
 
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import npsqueeze
-from npsqueeze import NpsqueezeError, parallel
+from npsqueeze import NpsqueezeError, ops, parallel
 from checkpoints import minilm_path
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -52,15 +53,90 @@ def test_packed_batch_equals_padded_batch_at_every_real_position(family, head):
 
 
 def test_threads_are_set_at_run_time():
-    before = parallel.get_threads()
-    if before is None:
+    if parallel.get_blas_threads() is None:
         pytest.skip("this BLAS does not say how many threads it uses")
-    try:
-        assert parallel.set_threads(1) and parallel.get_threads() == 1
+    with parallel.using_threads(1):
+        assert parallel.get_threads() == parallel.get_blas_threads() == 1
         npsqueeze.pipeline("sentence-embedding", minilm_path(), threads=2)
-        assert parallel.get_threads() == 2
-    finally:
-        parallel.set_threads(before)
+        assert parallel.get_threads() == parallel.get_blas_threads() == 2
+
+
+def shares(lengths, fail=False):
+    """What by_sequences hands each thread: (thread, lengths, ids) per part, and what it returns."""
+    seen = []
+
+    def forward(ids, types, lengths, mask):
+        seen.append((threading.get_ident(), lengths.tolist(), ids.tolist()))
+        if fail and len(seen) == 2:
+            raise NpsqueezeError("a part failed")
+        time.sleep(0.05)  # both parts run at once, so each is on its own thread
+        per_position = ids * 10
+        return per_position, (lengths.copy(), None)
+
+    lengths = np.array(lengths)
+    ids = np.arange(lengths.sum())
+    out = parallel.by_sequences(forward, ids, ids, lengths, None)
+    return sorted(seen, key=lambda part: part[2][0]), out
+
+
+@pytest.mark.parametrize("lengths, threads, parts", [
+    ([7, 3, 12, 12, 1], 2, [[7, 3, 12], [12, 1]]),  # cut after the sequence that reaches half of the 35 positions
+    ([5, 5, 5, 5], 2, [[5, 5], [5, 5]]),
+    ([30, 1, 1], 2, [[30], [1, 1]]),  # no cut inside a sequence
+    ([4, 4], 3, [[4], [4]]),  # no more parts than sequences
+    ([9], 2, [[9]]),  # a lone sequence: one part, on this thread
+    ([2, 2, 2], 1, [[2, 2, 2]]),
+])
+def test_a_batch_is_shared_out_among_threads_whole_sequences_each(lengths, threads, parts):
+    with parallel.using_threads(threads):
+        seen, (per_position, (per_sequence, nothing)) = shares(lengths)
+    assert [part[1] for part in seen] == parts
+    assert len({part[0] for part in seen}) == len(parts)
+    assert (threading.get_ident() in {part[0] for part in seen}) == (len(parts) == 1)
+    assert [part[2] for part in seen] == [a.tolist() for a in np.split(np.arange(sum(lengths)),
+                                                                    np.cumsum([sum(p) for p in parts])[:-1])]
+    np.testing.assert_array_equal(per_position, np.arange(sum(lengths)) * 10)  # side by side, in order
+    np.testing.assert_array_equal(per_sequence, lengths)
+    assert nothing is None
+
+
+def test_a_failing_part_raises_once_both_are_done_and_blas_threads_are_set_back():
+    if parallel.get_blas_threads() is None:
+        pytest.skip("this BLAS does not say how many threads it uses")
+    with parallel.using_threads(2):
+        with pytest.raises(NpsqueezeError, match="a part failed"):
+            shares([3, 3], fail=True)
+        assert parallel.get_blas_threads() == 2
+
+
+def test_no_sharing_out_while_the_profile_counts():
+    with parallel.using_threads(2), ops.tally():
+        seen, _ = shares([3, 3])
+    assert len(seen) == 1 and seen[0][0] == threading.get_ident()
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "bert"])
+@pytest.mark.parametrize("head", HEADS)
+def test_two_threads_give_what_one_gives(family, head):
+    """Every output, padded and packed, hidden states included, with the batch on one thread or two."""
+    model = npsqueeze.ARCHITECTURES[("SqueezeBert" if family == "squeezebert" else "Bert") + head].from_pretrained(
+        GOLDEN / family)
+    rng = np.random.default_rng(1)
+    lengths = np.array([5, 9, 2, 9, 4])
+    W = lengths.max()
+    ids = rng.integers(1, model.config.vocab_size, (len(lengths), W))
+    mask = (np.arange(W) < lengths[:, None]).astype(np.int64)
+    real = mask.astype(bool)
+    outputs = {}
+    for threads in (1, 2):
+        with parallel.using_threads(threads):
+            outputs[threads] = (model(ids, mask, output_hidden_states=True),
+                                model.forward(ids[real], np.zeros(lengths.sum(), np.int64), lengths))
+    for one, two in zip(outputs[1], outputs[2]):
+        assert one.keys() == two.keys()
+        for name in one.keys():
+            for a, b in zip(*(o[name] if name == "hidden_states" else [o[name]] for o in (one, two)), strict=True):
+                np.testing.assert_allclose(b, a, atol=1e-5, rtol=0, err_msg=name)
 
 
 @pytest.fixture(scope="module")

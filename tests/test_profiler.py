@@ -201,13 +201,13 @@ def test_bench_profile(small_configs, capsys):
     assert "## Where the time goes: tiny-bert, batch 1 x 12" in table and "| LayerNorm | 5 |" in table
 
 
-def test_using_blas_threads_restores_the_count():
-    before = parallel.get_threads()
+def test_using_threads_restores_the_count():
+    before = parallel.get_blas_threads()
     if before is None:
         pytest.skip("this BLAS does not say how many threads it runs")
-    with measure.using_blas_threads(1):
-        assert parallel.get_threads() == 1
-    assert parallel.get_threads() == before
+    with parallel.using_threads(1):
+        assert parallel.get_threads() == parallel.get_blas_threads() == 1
+    assert parallel.get_blas_threads() == before
 
 
 @pytest.mark.parametrize("argv, message", [

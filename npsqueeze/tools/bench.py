@@ -118,8 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens per sequence; several values make several workloads (default 128)")
     p.add_argument("--repeat", type=int, default=20, help="timed forward passes per workload (default 20)")
     p.add_argument("--threads", type=int,
-                   help="BLAS threads: sets " + ", ".join(THREAD_VARS) + " for the measurement "
-                        "(default: as the environment says, else BLAS uses every core)")
+                   help="threads of the forward pass (a batch's sequences shared out among them, a lone "
+                        "sequence's products on as many BLAS threads): sets " + ", ".join(THREAD_VARS) +
+                        " for the measurement (default: as the environment says, else every core)")
     p.add_argument("--profile", action="store_true",
                    help="also time every matrix product and elementwise step of the forward pass beside "
                         "its FLOPs (as `npsqueeze report --measure` does)")

@@ -54,8 +54,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, pairs: bool):
     parser.add_argument("--max-length", type=int, metavar="N",
                         help="truncate each input to N tokens (default: the model's limit)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS threads per process (default 1: the matrix products are about half the "
-                             "work, and more threads stall whenever another program holds a core)")
+                        help="threads per process, a batch's sequences shared out among them (default 1: "
+                             "threads wait for each other, and stall whenever another program holds a core)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes, one BLAS thread each, for inputs of at least "
                              f"{Pipeline.MIN_BATCHES_PER_WORKER} batches per worker (default: one per core, "

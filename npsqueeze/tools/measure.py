@@ -10,14 +10,13 @@ import os
 import platform
 import sys
 import time
-from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
 
 from .. import ops
 from ..config import Config, NpsqueezeError, load_config
-from ..parallel import get_threads, set_threads
+from ..parallel import get_blas_threads, using_threads
 from ..weights import weight_map
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")  # as BLAS reads them, first wins
@@ -55,7 +54,9 @@ def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
 
     Its time is a floor for this engine, and for any NumPy forward pass that computes the same
     products with np.matmul: elementwise work, Python and copies are gone, only BLAS's work is left.
-    The operands stay referenced, so keep it away from peak-memory measurements.
+    The pass is recorded on one thread (one set of products for the whole batch) and replayed on
+    BLAS's threads. The operands stay referenced, so keep it away from peak-memory
+    measurements.
     """
     calls, matmul = [], ops.matmul
 
@@ -65,7 +66,7 @@ def matrix_products(forward: Callable[[], object]) -> Callable[[], None]:
 
     from unittest import mock  # here: it takes longer to import than a command takes to start
 
-    with mock.patch.object(ops, "matmul", record):  # ops' layers look matmul up in ops at each call
+    with mock.patch.object(ops, "matmul", record), using_threads(1):  # ops' layers look matmul up in ops at each call
         forward()
 
     def replay() -> None:
@@ -88,7 +89,7 @@ def environment() -> dict:
     """What the numbers depend on: NumPy, its BLAS and the threads BLAS runs, the CPUs."""
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     return {"numpy": np.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
-            "blas_threads": get_threads(), "cpus": os.cpu_count(), "cpu": cpu_model()}
+            "blas_threads": get_blas_threads(), "cpus": os.cpu_count(), "cpu": cpu_model()}
 
 
 def cpu_model() -> str:
@@ -98,18 +99,6 @@ def cpu_model() -> str:
             return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
-
-
-@contextmanager
-def using_blas_threads(n: int):
-    """BLAS runs its matrix products on `n` threads inside the block, then on as many as before."""
-    before = get_threads()
-    set_threads(n)
-    try:
-        yield
-    finally:
-        if before:
-            set_threads(before)
 
 
 def blas_threads() -> int | None:

@@ -25,7 +25,8 @@ from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
 from . import flops, profiler
 from .cli import atomic_write
 from .flops import LABELS
-from .measure import check_memory, check_workload, environment, random_weight, using_blas_threads
+from ..parallel import using_threads
+from .measure import check_memory, check_workload, environment, random_weight
 from .profiler import LINE_COLORS
 
 BASELINE = "bert-base-uncased"
@@ -147,7 +148,7 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                               "rows": groups_sweep(first, seq_len, batch_size, head)}
     if repeat is not None:
         say(f"timing {len(loaded)} models, their modules and the sweeps (repeat {repeat})")
-        with using_blas_threads(threads):
+        with using_threads(threads):
             report["measured"], report["machine"] = {"repeat": repeat}, environment()
             measure(report, loaded, repeat)
     return report, list(loaded.values())
