@@ -3,18 +3,22 @@
     python bench/compare.py [--threads N] [--repeat 10] [--rounds 3] [--sentences N] [--out bench/results]
 
 Everything runs on the same cores in one run, the engines taking turns so that load from elsewhere
-on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratios, not times.
+on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratios, not times. On
+each workload both models' engines take turns in one loop, so BERT-base / SqueezeBERT is measured
+in the same minutes as the ratios to torch. npsqueeze runs with --threads threads
+(npsqueeze.parallel.set_threads: a batch's sequences shared out among them).
 
 - Models: SqueezeBERT (squeezebert-uncased's config) and BERT-base with random weights that every
   engine shares (transformers builds and saves each model, npsqueeze loads the folder,
   torch.onnx exports it for ONNX Runtime), on a batch of 16 real sentences padded to the longest, as
   a transformers user runs it; the same 16 packed without padding, as npsqueeze's pipelines run
   them; and one sequence of 128 tokens. "npsqueeze matmuls only" replays the matrix products of
-  npsqueeze's forward pass and nothing else (measure.matrix_products): the floor of any NumPy
-  forward pass that multiplies its matrices with np.matmul.
+  npsqueeze's forward pass, the whole batch's, on --threads BLAS threads, and nothing else
+  (measure.matrix_products): the floor of any NumPy forward pass that leaves its matrix products
+  to BLAS's threads (a batch shared out among threads can go below it).
 - Embeddings: the real all-MiniLM-L6-v2 over the sentences of bench/sentences.py (the prose of the
   Python documentation): npsqueeze's sentence-embedding pipeline with the command's defaults (one
-  BLAS thread per process, a worker process per core) and in one process with --threads threads,
+  thread per process, a worker process per core) and in one process with --threads threads,
   against sentence-transformers' `encode(batch_size=32)` with --threads torch threads.
 - Whole jobs, each a fresh process: `npsqueeze embed MODEL --file FILE --json` from start to last
   line against bench/st_embed.py doing the same with sentence-transformers; and one text, start to
@@ -156,30 +160,37 @@ def onnx_engine(hf, folder: Path, inputs: dict, threads: int) -> dict:
 
 
 def model_rows(args, texts: list[str], tmp: Path) -> tuple[list[dict], dict]:
+    """Both models' engines on each workload, all taking turns in one timing loop: the ratios between
+    engines and between the models come from the same minutes of the machine's load."""
     from npsqueeze.config import Config
     from npsqueeze.tools import flops
     from npsqueeze.tools.measure import timings
 
+    names = ("squeezebert-uncased", "bert-base-uncased")
+    built = {name: model_engines(name, tmp / name, texts, args.threads) for name in names}
     rows, diffs = [], {}
-    for name in ("squeezebert-uncased", "bert-base-uncased"):
-        folder = tmp / name
-        fns, shapes, tokens = model_engines(name, folder, texts, args.threads)
-        cfg = Config.from_file(folder)
-        for workload, engines in fns.items():
-            reference = engines["torch"]()
-            diffs[f"{name}, {workload}"] = {e: float(np.abs(f() - reference).max()) for e, f in engines.items()
+    for workload in built[names[0]][0]:
+        engines = {}
+        for name, (fns, _, _) in built.items():
+            reference = fns[workload]["torch"]()
+            diffs[f"{name}, {workload}"] = {e: float(np.abs(f() - reference).max()) for e, f in fns[workload].items()
                                             if e not in (FLOOR, "torch", "npsqueeze packed")}
-            times = timings(engines, args.repeat, PAUSE, SETTLE)
+            engines.update({(name, e): f for e, f in fns[workload].items()})
+        times = timings(engines, args.repeat, PAUSE, SETTLE)
+        for name, (_, shapes, tokens) in built.items():
             N, W = shapes[workload]
-            gflops = sum(flops.analytic_flops(cfg, W, N).values()) / 1e9
+            gflops = sum(flops.analytic_flops(Config.from_file(tmp / name), W, N).values()) / 1e9
             shape = f"{N} x {W}" + (f" padded, {tokens} tokens packed" if N > 1 else "")
-            for engine, ts in times.items():
+            for (model, engine), ts in times.items():
+                if model != name:
+                    continue
                 median = statistics.median(ts)
                 rows.append({"model": name, "workload": workload, "shape": shape, "engine": engine,
                              "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts),
                              "effective_gflop_per_s": None if engine == "npsqueeze packed" else gflops / median})
             print(f"{name}, {workload}: " + ", ".join(f"{r['engine']} {r['median_ms']:.0f} ms"
-                                                     for r in rows[-len(times):]), file=sys.stderr)
+                                                     for r in rows if r["model"] == name and r["workload"] == workload),
+                  file=sys.stderr)
     return rows, diffs
 
 
@@ -196,7 +207,7 @@ def embedding_rows(args, texts: list[str]) -> tuple[list[dict], float]:
     cli = npsqueeze.pipeline("sentence-embedding", path, threads=1, workers=default_workers())
     one = npsqueeze.pipeline("sentence-embedding", path, threads=args.threads)
 
-    def with_threads(n, pipe):  # BLAS threads are per process: each engine sets its own before it runs
+    def with_threads(n, pipe):  # threads are per process: each engine sets its own before it runs
         def run(t):
             set_threads(n)
             return pipe(t)
@@ -328,7 +339,7 @@ def to_markdown(r: dict) -> str:
     lines = [f"npsqueeze {env['npsqueeze']}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
              f"transformers {env['transformers']}, sentence-transformers {env['sentence_transformers']}, "
              f"onnxruntime {env['onnxruntime'] or 'not installed'}; {env['cpu']}, {env['cpus']} CPUs; "
-             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze's BLAS unless a row says otherwise. "
+             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze (a batch's sequences shared out among them) unless a row says otherwise. "
              f"Engines take turns, {r['repeat']} timed runs each after a {PAUSE} s pause and {SETTLE} untimed run; "
              "glibc's malloc keeps freed memory for all of them (npsqueeze.tools.measure.keep_freed_memory).", "",
              f"## Models, random weights, on the first {BATCH} of the corpus's {r['sentences']} sentences", ""]
@@ -340,7 +351,7 @@ def to_markdown(r: dict) -> str:
     lines += table(["engine", "median s", "min s", "texts/s"],
                    [[x["engine"], f"{x['median_s']:.2f}", f"{x['min_s']:.2f}", f"{x['texts_per_s']:.0f}"] for x in r["embeddings"]])
     lines += ["", f"Max |difference| from sentence-transformers' embeddings: {r['embedding_max_abs_diff']:.1e}.", "",
-              "## Whole jobs, process start to last line (npsqueeze with its defaults: 1 BLAS thread, a worker per core)", ""]
+              "## Whole jobs, process start to last line (npsqueeze with its defaults: 1 thread, a worker process per core)", ""]
     lines += table(["input", "job", "median s", "min s", "peak RSS MB"],
                    [[x["input"], x["job"], f"{x['median_s']:.2f}", f"{x['min_s']:.2f}", f"{x['peak_rss_mb']:.0f}"]
                     for x in r["jobs"]])

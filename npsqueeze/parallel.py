@@ -1,15 +1,16 @@
 """More than one core: threads that share out a batch's sequences, and worker processes.
 
 NumPy runs the elementwise work of a forward pass (GELU, softmax, LayerNorm, adds: about half of its
-time) on one core, whatever BLAS does; only the matrix products use BLAS's threads. And BLAS threads
-wait for each other at every product: on a machine whose other cores are busy, one descheduled
-thread stalls them all. So with `set_threads(n)` a forward pass shares out a batch's sequences among
-n threads, each running the whole model on its share with one BLAS thread (`by_sequences`): NumPy
-lets go of the GIL inside its loops and BLAS, so every core does all kinds of work, and no thread
-waits for another until its share is done. A lone sequence runs its matrix products on n BLAS threads.
-For large inputs, pipelines can also use `workers` processes, each with its own share of the
-batches. Workers load the checkpoint themselves; its safetensors weights are memory-mapped, so the
-processes share them.
+time) on one core, whatever BLAS does; only the matrix products use BLAS's threads. So with
+`set_threads(n)` a forward pass shares out a batch's sequences among n threads, each running the
+whole model on its share with one BLAS thread (`by_sequences`): NumPy lets go of the GIL inside its
+loops and BLAS, so every core does every kind of work. A lone sequence runs its matrix products on
+n BLAS threads. Threads still wait for each other: for the GIL between NumPy calls, at the end of
+each batch, and BLAS's threads at every product; on a machine whose other cores are busy, one
+descheduled thread stalls the rest. Worker processes do not: for large inputs, pipelines can use
+`workers` processes, each with one thread and its own share of the batches, so a busy core only
+slows the batches it holds. Workers load the checkpoint themselves; its safetensors weights are
+memory-mapped, so the processes share them.
 """
 
 from __future__ import annotations
