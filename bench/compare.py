@@ -339,7 +339,8 @@ def to_markdown(r: dict) -> str:
     lines = [f"npsqueeze {env['npsqueeze']}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
              f"transformers {env['transformers']}, sentence-transformers {env['sentence_transformers']}, "
              f"onnxruntime {env['onnxruntime'] or 'not installed'}; {env['cpu']}, {env['cpus']} CPUs; "
-             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze (a batch's sequences shared out among them) unless a row says otherwise. "
+             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze (a batch's sequences shared out "
+             "among them) unless a row says otherwise. "
              f"Engines take turns, {r['repeat']} timed runs each after a {PAUSE} s pause and {SETTLE} untimed run; "
              "glibc's malloc keeps freed memory for all of them (npsqueeze.tools.measure.keep_freed_memory).", "",
              f"## Models, random weights, on the first {BATCH} of the corpus's {r['sentences']} sentences", ""]

@@ -52,6 +52,11 @@ def tally(timed: bool = False):
         _tally, _timed = outer
 
 
+def tallying() -> bool:
+    """Whether a `tally` block is open."""
+    return _tally is not None
+
+
 @contextmanager
 def count_flops():
     """Tally the FLOPs of every `matmul` run inside the block: yields {tag: FLOPs}, filled at the end.

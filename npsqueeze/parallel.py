@@ -125,7 +125,7 @@ def by_sequences(forward, input_ids, token_type_ids, lengths, mask):
     """
     threads = get_threads()
     n = min(threads, len(lengths))
-    if n < 2 or ops._tally is not None:
+    if n < 2 or ops.tallying():
         return forward(input_ids, token_type_ids, lengths, mask)
     N, ends = len(lengths), np.cumsum(lengths)  # ends [N]: where each sequence ends
     # each part ends with the first sequence to reach the next n-th of the positions (none empty)

@@ -28,18 +28,24 @@ TEXTS = ["A man is playing a guitar.", "", "Share prices dropped sharply today, 
          "Someone plays an instrument.", "The cat sat on the mat.", "Hi!", "A dog barked at the postman twice."]
 
 
+def golden_batch(family: str, head: str, lengths: list[int], seed: int):
+    """A golden checkpoint's model and a padded batch of sequences of `lengths`: ids, token types
+    (0 then 1 from each sequence's middle) and attention mask, [N, W] each."""
+    model = npsqueeze.ARCHITECTURES[("SqueezeBert" if family == "squeezebert" else "Bert") + head].from_pretrained(
+        GOLDEN / family)
+    lengths = np.array(lengths)
+    W = lengths.max()
+    ids = np.random.default_rng(seed).integers(1, model.config.vocab_size, (len(lengths), W))
+    types = (np.arange(W) >= lengths[:, None] // 2).astype(np.int64)
+    mask = (np.arange(W) < lengths[:, None]).astype(np.int64)
+    return model, lengths, ids, types, mask
+
+
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
 @pytest.mark.parametrize("head", HEADS)
 def test_packed_batch_equals_padded_batch_at_every_real_position(family, head):
     """forward() on sequences side by side with no padding == __call__ on the padded [N, W] batch."""
-    model = npsqueeze.ARCHITECTURES[("SqueezeBert" if family == "squeezebert" else "Bert") + head].from_pretrained(
-        GOLDEN / family)
-    rng = np.random.default_rng(0)
-    lengths = np.array([7, 3, 12, 12, 1])
-    W = lengths.max()
-    ids = rng.integers(1, model.config.vocab_size, (len(lengths), W))
-    types = (np.arange(W) >= lengths[:, None] // 2).astype(np.int64)
-    mask = (np.arange(W) < lengths[:, None]).astype(np.int64)
+    model, lengths, ids, types, mask = golden_batch(family, head, [7, 3, 12, 12, 1], seed=0)
     padded = model(ids, mask, types)
     real = mask.astype(bool)
     packed = model.forward(ids[real], types[real], lengths)  # [N, W] -> [M]: the real positions, row by row
@@ -119,19 +125,13 @@ def test_no_sharing_out_while_the_profile_counts():
 @pytest.mark.parametrize("head", HEADS)
 def test_two_threads_give_what_one_gives(family, head):
     """Every output, padded and packed, hidden states included, with the batch on one thread or two."""
-    model = npsqueeze.ARCHITECTURES[("SqueezeBert" if family == "squeezebert" else "Bert") + head].from_pretrained(
-        GOLDEN / family)
-    rng = np.random.default_rng(1)
-    lengths = np.array([5, 9, 2, 9, 4])
-    W = lengths.max()
-    ids = rng.integers(1, model.config.vocab_size, (len(lengths), W))
-    mask = (np.arange(W) < lengths[:, None]).astype(np.int64)
+    model, lengths, ids, types, mask = golden_batch(family, head, [5, 9, 2, 9, 4], seed=1)
     real = mask.astype(bool)
     outputs = {}
     for threads in (1, 2):
         with parallel.using_threads(threads):
-            outputs[threads] = (model(ids, mask, output_hidden_states=True),
-                                model.forward(ids[real], np.zeros(lengths.sum(), np.int64), lengths))
+            outputs[threads] = (model(ids, mask, types, output_hidden_states=True),
+                                model.forward(ids[real], types[real], lengths))
     for one, two in zip(outputs[1], outputs[2]):
         assert one.keys() == two.keys()
         for name in one.keys():

@@ -90,7 +90,8 @@ def run_child(spec: str, batch_size: int, seq_len: int, repeat: int, threads: in
 def to_markdown(r: dict) -> str:
     env = r["environment"]
     lines = [f"NumPy {env['numpy']} ({env['blas']}), {env['cpus']} CPUs; median and min of {r['repeat']} runs "
-             f"after {WARMUP} warm-ups. threads: BLAS threads as the environment set them (-: unset, every core). "
+             f"after {WARMUP} warm-ups. threads: as the environment set BLAS's (-: unset, every core); "
+             "a batch's sequences are shared out among them. "
              f"ratio: the median over {r['results'][0]['model']}'s on the same workload.",
              "",
              "| model | weights | batch | seq | threads | median ms | min ms | ratio | seq/s | GFLOP | GFLOP/s | "

@@ -57,7 +57,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, pairs: bool):
                         help="threads per process, a batch's sequences shared out among them (default 1: "
                              "threads wait for each other, and stall whenever another program holds a core)")
     parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="worker processes, one BLAS thread each, for inputs of at least "
+                        help="worker processes, one thread each, for inputs of at least "
                              f"{Pipeline.MIN_BATCHES_PER_WORKER} batches per worker (default: one per core, "
                              f"{default_workers()} here)")
     output = parser.add_mutually_exclusive_group()

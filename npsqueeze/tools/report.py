@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
+from ..parallel import using_threads
 from . import flops, profiler
 from .cli import atomic_write
 from .flops import LABELS
-from ..parallel import using_threads
 from .measure import check_memory, check_workload, environment, random_weight
 from .profiler import LINE_COLORS
 
@@ -499,9 +499,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each pass with --measure (default 5)")
     p.add_argument("--repeats", type=int, dest="repeat", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its old name
     p.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads for the matrix products with --measure (default 1, as npsqueeze's "
-                        "pipelines: the elementwise steps run on one core whatever this says, and on a busy "
-                        "machine BLAS threads wait for each other at every product)")
+                   help="threads with --measure (default 1, as npsqueeze's commands; the profile times one "
+                        "step at a time, its products on this many BLAS threads, and on a busy machine "
+                        "threads wait for each other)")
 
 
 def run(args: argparse.Namespace) -> int:
