@@ -150,6 +150,10 @@ def thread_pool(n: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(n, thread_name_prefix="npsqueeze")
 
 
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: it starts its own
+    os.register_at_fork(after_in_child=thread_pool.cache_clear)
+
+
 def side_by_side(parts: list):
     """The parts' outputs joined along the first axis, however they nest in tuples (None stays None)."""
     first = parts[0]

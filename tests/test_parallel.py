@@ -121,6 +121,28 @@ def test_no_sharing_out_while_the_profile_counts():
     assert len(seen) == 1 and seen[0][0] == threading.get_ident()
 
 
+def share_out_a_batch(model):
+    lengths = np.array([3, 3])
+    model.forward(np.arange(6), np.zeros(6, np.int64), lengths)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_shares_out_batches_too():
+    """multiprocessing's fork copies the pool object but none of its threads: the child starts its own."""
+    import multiprocessing
+
+    model, *_ = golden_batch("squeezebert", "Model", [3, 3], seed=0)
+    with parallel.using_threads(2):
+        share_out_a_batch(model)  # the pool's threads exist in this process now
+        child = multiprocessing.get_context("fork").Process(target=share_out_a_batch, args=(model,))
+        child.start()
+        child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, "the forked child hung or failed sharing out a batch"
+
+
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
 @pytest.mark.parametrize("head", HEADS)
 def test_two_threads_give_what_one_gives(family, head):
