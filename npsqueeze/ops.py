@@ -281,13 +281,30 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, 
     q = scale(q, 1 / math.sqrt(d))  # in place: scaling q costs C*M multiplies, scaling the scores H*W*M
     context = np.empty_like(v)
     start = 0
-    for W in lengths.tolist():
-        s = slice(start, start + W)
+    for W, L in zip(lengths.tolist(), attended_keys(lengths, mask).tolist()):
+        s, keys = slice(start, start + W), slice(start, start + L)
         start += W
-        qs, ks, vs, out = (a[:, s].reshape(n_head, d, W) for a in (q, k, v, context))  # [C, W] -> [H, C/H, W]
-        # einsum("hdi,hdj->hij"): query i against key j, [H, W, C/H] @ [H, C/H, W] -> [H, W, W]
+        qs, out = (a[:, s].reshape(n_head, d, W) for a in (q, context))  # [C, W] -> [H, C/H, W]
+        ks, vs = (a[:, keys].reshape(n_head, d, L) for a in (k, v))  # [C, L] -> [H, C/H, L]
+        # einsum("hdi,hdj->hij"): query i against key j, [H, W, C/H] @ [H, C/H, L] -> [H, W, L]
         scores = matmul(qs.transpose(0, 2, 1), ks, "attention_scores")
-        probs = softmax(scores, None if mask is None else mask[s], out=scores)  # mask [W] broadcasts over heads and queries
-        # einsum("hdj,hij->hdi"): [H, C/H, W] @ [H, W, W] (transposed) -> [H, C/H, W], into the context
+        probs = softmax(scores, None if mask is None else mask[keys], out=scores)  # mask [L] broadcasts over heads and queries
+        # einsum("hdj,hij->hdi"): [H, C/H, L] @ [H, L, W] (transposed) -> [H, C/H, W], into the context
         matmul(vs, probs.transpose(0, 2, 1), "attention_context", out=out)
     return context
+
+
+def attended_keys(lengths: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """How many keys each sequence's attention reads: up to its last unmasked one, [N].
+
+    The mask adds the most negative float32 to a padded key's score, so its softmax weight is
+    exp(-3.4e38) = 0 exactly: the padding after a sequence's last token can be left out of both
+    products, with the same result. A sequence with no unmasked key keeps them all (softmax then
+    weighs them equally, as transformers does).
+    """
+    if mask is None:
+        return lengths
+    starts = np.cumsum(lengths) - lengths  # [N]
+    index = np.arange(len(mask)) - np.repeat(starts, lengths)  # [M]: 0, 1, ..., W-1 per sequence
+    last = np.maximum.reduceat(np.where(mask == 0, index + 1, 0), starts)  # [M] -> [N]
+    return np.where(last > 0, last, lengths)

@@ -193,6 +193,33 @@ def test_attention_padded_matches_a_head_by_head_reference():
     np.testing.assert_allclose(got[2], np.repeat(v[2, :, :1], W, 1), atol=1e-6)  # one token to attend to: its value
 
 
+MIN = np.finfo(np.float32).min
+MASKS = {  # [N, W] attention masks, 1 at tokens: what each sequence's attention must read
+    "left padding": ([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8], [8, 8]),  # no trailing padding to leave out
+    "holes": ([[1, 0, 1, 1, 0, 1, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0]], [6, 2]),  # up to the last token
+    "nothing to attend to": ([[0] * 8, [1] * 3 + [0] * 5], [8, 3]),  # every key masked: all kept
+}
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_attention_reads_keys_up_to_the_last_token_and_gives_what_all_keys_give(kind):
+    mask01, keys = MASKS[kind]
+    mask01 = np.array(mask01)
+    N, W = mask01.shape
+    C, H = 16, 2
+    mask = np.where(mask01 == 1, 0, MIN).astype(np.float32)  # [N, W] additive
+    np.testing.assert_array_equal(ops.attended_keys(np.full(N, W), mask.reshape(-1)), keys)
+    q, k, v = randn(N, C, W), randn(N, C, W), randn(N, C, W)
+    got = ops.attention(as_row(q), as_row(k), as_row(v), np.full(N, W), mask.reshape(-1), H)
+    got = got.reshape(C, N, W).transpose(1, 0, 2)  # [C, N*W] -> [N, C, W]
+    for n in range(N):
+        if mask01[n].any():
+            want = reference_attention(q[n:n + 1], k[n:n + 1], v[n:n + 1], mask[n:n + 1], H)[0]
+        else:  # in float32 every score + MIN rounds to MIN: softmax weighs every key alike, as transformers does
+            want = np.repeat(v[n].mean(1, keepdims=True), W, 1)
+        np.testing.assert_allclose(got[n], want, atol=1e-5, rtol=0, err_msg=f"sequence {n}")
+
+
 def test_attention_packed_equals_padded_at_the_real_positions():
     """Sequences of different lengths side by side with no padding: each attends only to itself."""
     C, H, lengths = 24, 4, [7, 3, 5, 5]
