@@ -168,6 +168,7 @@ def model_rows(args, texts: list[str], tmp: Path) -> tuple[list[dict], dict]:
 
     names = ("squeezebert-uncased", "bert-base-uncased")
     built = {name: model_engines(name, tmp / name, texts, args.threads) for name in names}
+    configs = {name: Config.from_file(tmp / name) for name in names}
     rows, diffs = [], {}
     for workload in built[names[0]][0]:
         engines = {}
@@ -179,7 +180,7 @@ def model_rows(args, texts: list[str], tmp: Path) -> tuple[list[dict], dict]:
         times = timings(engines, args.repeat, PAUSE, SETTLE)
         for name, (_, shapes, tokens) in built.items():
             N, W = shapes[workload]
-            gflops = sum(flops.analytic_flops(Config.from_file(tmp / name), W, N).values()) / 1e9
+            gflops = sum(flops.analytic_flops(configs[name], W, N).values()) / 1e9
             shape = f"{N} x {W}" + (f" padded, {tokens} tokens packed" if N > 1 else "")
             for (model, engine), ts in times.items():
                 if model != name:

@@ -305,6 +305,6 @@ def attended_keys(lengths: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if mask is None:
         return lengths
     starts = np.cumsum(lengths) - lengths  # [N]
-    index = np.arange(len(mask)) - np.repeat(starts, lengths)  # [M]: 0, 1, ..., W-1 per sequence
-    last = np.maximum.reduceat(np.where(mask == 0, index + 1, 0), starts)  # [M] -> [N]
-    return np.where(last > 0, last, lengths)
+    # one past each sequence's last token, as a position in the row (0: it has none)
+    ends = np.maximum.reduceat(np.where(mask == 0, np.arange(1, len(mask) + 1), 0), starts)  # [M] -> [N]
+    return np.where(ends > 0, ends - starts, lengths)
