@@ -41,7 +41,7 @@ HEADS = tuple(h for h in HEAD_TABLE if h)
 ELEMENTWISE_OPS = {
     "add": (1, "a bias, a residual, or one embedding added to another"),
     "layer_norm": (7, "mean's add, subtract, square, variance's add, normalize, gain, bias; per-row sqrt ignored"),
-    "gelu": (29, "x/sqrt2; erf: clip 2, square 1, numerator 12, denominator 8, multiply 1, divide 1; +1, *0.5, *x"),
+    "gelu": (21, "x/sqrt2; erf: clip 2, square 1, polynomial 12, times x 1, tanh 1; +1, *0.5, *x"),
     "relu": (1, "a max"),
     "softmax": (5, "max, subtract, exp, sum, divide"),
     "scale": (1, "each query channel times 1/sqrt(d), before the scores (cheaper than scaling the W x W scores)"),
