@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config, NpsqueezeError, checkpoint_folder
 from .ops import ACTIVATIONS, add, attention, conv1x1, layer_norm, linear, lookup, tanh, transpose
-from .parallel import by_sequences
+from .parallel import forward_pass, share_out
 from .weights import HEADS, load_params, nest
 
 
@@ -30,16 +30,19 @@ def embeddings(input_ids, token_type_ids, positions, word_embeddings, position_e
     return transpose(x)  # [M, C] -> [C, M]: copied once, read by Q, K and V
 
 
-def self_attention(x, lengths, mask, query, key, value, n_head: int) -> np.ndarray:
+def self_attention(x, lengths, mask, query, key, value, n_head: int, exchange=None) -> np.ndarray:
     """Q, K, V as grouped 1x1 convolutions (q_groups, k_groups, v_groups), then attention within each
-    sequence: [C, M] -> [C, M]."""
+    sequence: [C, M] -> [C, M]. A thread that holds some of a lone sequence's positions gets every
+    thread's keys and values from `exchange` (see parallel.share_out)."""
     q = conv1x1(x, **query, tag="query")
     k = conv1x1(x, **key, tag="key")
     v = conv1x1(x, **value, tag="value")
+    if exchange is not None:
+        k, v = exchange(k, v)  # [C, M] -> [C, W]: the whole sequence's
     return attention(q, k, v, lengths, mask, n_head)
 
 
-def block(x, lengths, mask, attention, post_attention, intermediate, output, cfg: Config) -> np.ndarray:
+def block(x, lengths, mask, attention, post_attention, intermediate, output, cfg: Config, exchange=None) -> np.ndarray:
     """One SqueezeBERT module (the paper's Figure 1 block): [C, M] -> [C, M].
 
     Self-attention, then the post-attention convolution, added to the block's input and normalized;
@@ -48,7 +51,7 @@ def block(x, lengths, mask, attention, post_attention, intermediate, output, cfg
     GELU and the LayerNorms overwrite the array they read (`out=`): no new array per step.
     """
     eps, act = cfg.layer_norm_eps, ACTIVATIONS[cfg.hidden_act]
-    context = self_attention(x, lengths, mask, **attention, n_head=cfg.num_attention_heads)
+    context = self_attention(x, lengths, mask, **attention, n_head=cfg.num_attention_heads, exchange=exchange)
     h = conv1x1(context, **post_attention["conv1d"], tag="post_attention")
     h = layer_norm(add(h, x), **post_attention["layernorm"], eps=eps, axis=0, out=h)  # LayerNorm(h + x)
     f = conv1x1(h, **intermediate["conv1d"], tag="intermediate")  # [C, M] -> [I, M]
@@ -57,18 +60,19 @@ def block(x, lengths, mask, attention, post_attention, intermediate, output, cfg
     return layer_norm(add(y, h), **output["layernorm"], eps=eps, axis=0, out=y)  # LayerNorm(y + h)
 
 
-def transformer(p, cfg: Config, input_ids, token_type_ids, lengths, mask=None, output_hidden_states=False):
+def transformer(p, cfg: Config, input_ids, token_type_ids, positions, lengths, mask=None, exchange=None,
+                output_hidden_states=False):
     """The base model without the pooler: ids [M] -> last hidden state [M, C] (+ every layer's).
 
-    input_ids, token_type_ids: [M], N sequences of `lengths` [N] positions side by side; mask: [M]
-    additive (0 at tokens, the most negative float32 at padding) or None when nothing is padded.
+    input_ids, token_type_ids, positions (each one's place in its sequence): [M], N sequences of
+    `lengths` [N] positions side by side; mask: [M] additive (0 at tokens, the most negative float32
+    at padding) or None when nothing is padded. With `exchange`, the ids are some of a lone sequence's
+    positions and lengths and mask describe all of them (see parallel.share_out).
     """
-    starts = np.cumsum(lengths) - lengths  # [N]: each sequence's first position
-    positions = np.arange(len(input_ids)) - np.repeat(starts, lengths)  # [M]: 0, 1, ..., W-1 per sequence
     x = embeddings(input_ids, token_type_ids, positions, **p["embeddings"], eps=cfg.layer_norm_eps)
     hidden_states = [x]
     for layer in p["encoder"]["layers"]:
-        x = block(x, lengths, mask, **layer, cfg=cfg)  # [C, M] -> [C, M]
+        x = block(x, lengths, mask, **layer, cfg=cfg, exchange=exchange)  # [C, M] -> [C, M]
         hidden_states.append(x)
     h = transpose(x)  # [C, M] -> [M, C], as transformers returns it
     return h, tuple(s.T for s in hidden_states) if output_hidden_states else None  # each [M, C]
@@ -174,11 +178,12 @@ class SqueezeBertModel:
         """The model on a batch as one row of positions: input_ids, token_type_ids [M] hold N sequences
         of `lengths` [N] positions side by side (packed: no padding; or padded, with `mask` [M]
         additive). Outputs keep that layout: [M, ...] per position, [N, ...] per sequence."""
-        h, states = self.encoder(input_ids, token_type_ids, lengths, mask, output_hidden_states)
-        out = ModelOutput(last_hidden_state=h, hidden_states=states)
-        if HEADS[self.head].pooler:
-            out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
-        self.head_forward(out)
+        with forward_pass(len(input_ids), len(lengths)):  # BLAS's threads, for the heads too
+            h, states = self.encoder(input_ids, token_type_ids, lengths, mask, output_hidden_states)
+            out = ModelOutput(last_hidden_state=h, hidden_states=states)
+            if HEADS[self.head].pooler:
+                out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
+            self.head_forward(out)
         if self.head is not None:  # as in transformers, a head model returns its head's outputs (+ hidden_states)
             out.last_hidden_state = out.pooler_output = None
         return out
@@ -188,8 +193,11 @@ class SqueezeBertModel:
         shared out among the threads `parallel.set_threads` asked for: last hidden state [M, C]
         (+ every layer's)."""
         check_ids(self.config, input_ids, token_type_ids, lengths)
-        return by_sequences(lambda *part: transformer(self.params, self.config, *part, output_hidden_states),
-                            input_ids, token_type_ids, lengths, mask)
+        starts = np.cumsum(lengths) - lengths  # [N]: each sequence's first position
+        positions = np.arange(len(input_ids)) - np.repeat(starts, lengths)  # [M]: 0, 1, ..., W-1 per sequence
+        with forward_pass(len(input_ids), len(lengths)):
+            return share_out(lambda *part: transformer(self.params, self.config, *part, output_hidden_states),
+                             input_ids, token_type_ids, positions, lengths, mask)
 
     def head_forward(self, out: ModelOutput) -> None:
         """Fill in the head's outputs (the base model has none)."""

@@ -193,7 +193,7 @@ def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 # elements: GELU's blocks of x, of Phi(x) and erf's two temporaries (1 MB) fit in a 2 MB L2 cache. As
 # large as that allows: each block is ~20 NumPy calls, and each call takes the GIL, which the threads
-# sharing out a batch (parallel.by_sequences) wait for. 32K-element blocks made a pass as fast on one
+# sharing out a batch (parallel.share_out) wait for. 32K-element blocks made a pass as fast on one
 # thread and 8% slower on two.
 BLOCK = 65_536
 
@@ -272,24 +272,27 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, 
     q, k, v: [C, M], the outputs of the Q, K, V convolutions, the batch's sequences side by side;
     lengths: [N], the positions of each sequence (they sum to M); mask: [M] additive, 0 at tokens and
     the most negative float32 at padding, or None when there is no padding. Returns the context [C, M].
+    For a lone sequence (N = 1) q may hold fewer positions than k and v: a thread's share of the
+    queries, against every key (parallel.share_out); the context has q's shape.
     Channels-first, each head of a sequence is a [C/H, W] block of rows, read in place by both
     products, and its context is written in place into the output. q is scaled in place: pass a
     copy to keep it.
     """
-    C, M = q.shape
+    C = q.shape[0]
     d = C // n_head  # channels per head
     q = scale(q, 1 / math.sqrt(d))  # in place: scaling q costs C*M multiplies, scaling the scores H*W*M
-    context = np.empty_like(v)
+    context = np.empty_like(q)
+    queries = lengths.tolist() if len(lengths) > 1 else [q.shape[1]]  # [N]: each sequence's queries
     start = 0
-    for W, L in zip(lengths.tolist(), attended_keys(lengths, mask).tolist()):
-        s, keys = slice(start, start + W), slice(start, start + L)
+    for W, Wq, L in zip(lengths.tolist(), queries, attended_keys(lengths, mask).tolist()):
+        s, keys = slice(start, start + Wq), slice(start, start + L)
         start += W
-        qs, out = (a[:, s].reshape(n_head, d, W) for a in (q, context))  # [C, W] -> [H, C/H, W]
+        qs, out = (a[:, s].reshape(n_head, d, Wq) for a in (q, context))  # [C, Wq] -> [H, C/H, Wq]
         ks, vs = (a[:, keys].reshape(n_head, d, L) for a in (k, v))  # [C, L] -> [H, C/H, L]
-        # einsum("hdi,hdj->hij"): query i against key j, [H, W, C/H] @ [H, C/H, L] -> [H, W, L]
+        # einsum("hdi,hdj->hij"): query i against key j, [H, Wq, C/H] @ [H, C/H, L] -> [H, Wq, L]
         scores = matmul(qs.transpose(0, 2, 1), ks, "attention_scores")
         probs = softmax(scores, None if mask is None else mask[keys], out=scores)  # mask [L] broadcasts over heads and queries
-        # einsum("hdj,hij->hdi"): [H, C/H, L] @ [H, L, W] (transposed) -> [H, C/H, W], into the context
+        # einsum("hdj,hij->hdi"): [H, C/H, L] @ [H, L, Wq] (transposed) -> [H, C/H, Wq], into the context
         matmul(vs, probs.transpose(0, 2, 1), "attention_context", out=out)
     return context
 

@@ -20,17 +20,19 @@ from checkpoints import EXPECTED, HEADS, SMALL, TOL, assert_parity, build, input
 
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
 @pytest.mark.parametrize("head", list(HEADS))
-def test_every_head_matches_transformers(tmp_path, family, head):
+def test_every_head_matches_transformers(tmp_path, monkeypatch, family, head):
     ref = build(tmp_path, family, head, seed=1, num_labels=2 if head == "qa" else 5)
     model = npsqueeze.from_pretrained(tmp_path)
     expected_class = ("SqueezeBert" if family == "squeezebert" else "Bert") + HEADS[head]
     assert type(model).__name__ == expected_class
     shape = (2, 3, 24) if head == "choice" else (3, 24)
     ids, mask, tt = inputs(shape, ref.config.vocab_size)
-    theirs = reference(ref, ids, mask, tt)
-    for threads in (1, 2):  # two: the batch's sequences shared out between two threads
-        with parallel.using_threads(threads):
-            assert_parity(model(ids, mask, tt), theirs, EXPECTED[head])
+    monkeypatch.setattr(parallel, "MIN_POSITIONS", 1)  # these short inputs shared out too
+    for rows in (slice(None), slice(1)):  # the batch, and its first item alone
+        theirs = reference(ref, ids[rows], mask[rows], tt[rows])
+        for threads in (1, 2):  # two: a batch's sequences, or a lone sequence's positions, shared out
+            with parallel.using_threads(threads):
+                assert_parity(model(ids[rows], mask[rows], tt[rows]), theirs, EXPECTED[head])
 
 
 

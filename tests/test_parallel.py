@@ -67,21 +67,30 @@ def test_threads_are_set_at_run_time():
         assert parallel.get_threads() == parallel.get_blas_threads() == 2
 
 
-def shares(lengths, fail=False):
-    """What by_sequences hands each thread: (thread, lengths, ids) per part, and what it returns."""
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Share out inputs of any size (parallel.MIN_POSITIONS positions per thread, at least: 1)."""
+    monkeypatch.setattr(parallel, "MIN_POSITIONS", 1)
+
+
+def shares(lengths, fail=None):
+    """What share_out hands each thread: (thread, lengths, ids, positions, keys) per part, where keys
+    are the ids its `exchange` gave back (None without one), and what share_out returns."""
     seen = []
 
-    def forward(ids, types, lengths, mask):
-        seen.append((threading.get_ident(), lengths.tolist(), ids.tolist()))
-        if fail and len(seen) == 2:
+    def forward(ids, types, positions, lengths, mask, exchange):
+        if ids[0] == fail:  # before it hands in its keys, which the other threads wait for
             raise NpsqueezeError("a part failed")
-        time.sleep(0.05)  # both parts run at once, so each is on its own thread
+        keys = None if exchange is None else exchange(ids[None], -ids[None])[0][0].tolist()  # [1, M] -> [1, W]
+        seen.append((threading.get_ident(), lengths.tolist(), ids.tolist(), positions.tolist(), keys))
+        time.sleep(0.05)  # the parts run at once, so each is on its own thread
         per_position = ids * 10
         return per_position, (lengths.copy(), None)
 
     lengths = np.array(lengths)
     ids = np.arange(lengths.sum())
-    out = parallel.by_sequences(forward, ids, ids, lengths, None)
+    positions = ids - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out = parallel.share_out(forward, ids, ids, positions, lengths, None)
     return sorted(seen, key=lambda part: part[2][0]), out
 
 
@@ -90,35 +99,95 @@ def shares(lengths, fail=False):
     ([5, 5, 5, 5], 2, [[5, 5], [5, 5]]),
     ([30, 1, 1], 2, [[30], [1, 1]]),  # no cut inside a sequence
     ([4, 4], 3, [[4], [4]]),  # no more parts than sequences
-    ([9], 2, [[9]]),  # a lone sequence: one part, on this thread
     ([2, 2, 2], 1, [[2, 2, 2]]),
 ])
-def test_a_batch_is_shared_out_among_threads_whole_sequences_each(lengths, threads, parts):
+def test_a_batch_is_shared_out_among_threads_whole_sequences_each(small_parts, lengths, threads, parts):
     with parallel.using_threads(threads):
         seen, (per_position, (per_sequence, nothing)) = shares(lengths)
     assert [part[1] for part in seen] == parts
     assert len({part[0] for part in seen}) == len(parts)
     assert (threading.get_ident() in {part[0] for part in seen}) == (len(parts) == 1)
-    assert [part[2] for part in seen] == [a.tolist() for a in np.split(np.arange(sum(lengths)),
-                                                                    np.cumsum([sum(p) for p in parts])[:-1])]
+    cuts = np.cumsum([sum(p) for p in parts])[:-1]
+    assert [part[2] for part in seen] == [a.tolist() for a in np.split(np.arange(sum(lengths)), cuts)]
+    positions = np.concatenate([np.arange(n) for n in lengths])  # each sequence's own 0, 1, ...
+    assert [part[3] for part in seen] == [a.tolist() for a in np.split(positions, cuts)]
+    assert all(part[4] is None for part in seen)  # no keys to exchange
     np.testing.assert_array_equal(per_position, np.arange(sum(lengths)) * 10)  # side by side, in order
     np.testing.assert_array_equal(per_sequence, lengths)
     assert nothing is None
 
 
-def test_a_failing_part_raises_once_both_are_done_and_blas_threads_are_set_back():
-    if parallel.get_blas_threads() is None:
-        pytest.skip("this BLAS does not say how many threads it uses")
+@pytest.mark.parametrize("W, threads, runs", [(9, 2, [4, 5]), (10, 3, [3, 3, 4]), (2, 2, [1, 1]), (1, 2, [1])])
+def test_a_lone_sequence_is_shared_out_between_positions_with_its_keys(small_parts, W, threads, runs):
+    with parallel.using_threads(threads):
+        seen, (per_position, (per_sequence, _)) = shares([W])
+    assert [len(part[2]) for part in seen] == runs and len({part[0] for part in seen}) == len(runs)
+    for thread, lengths, ids, positions, keys in seen:
+        assert lengths == [W]  # the whole sequence's: its keys
+        assert positions == ids  # its own positions in the sequence, from where its run starts
+        assert keys == (None if len(runs) == 1 else list(range(W)))  # every thread's keys, in order
+    np.testing.assert_array_equal(per_position, np.arange(W) * 10)
+    np.testing.assert_array_equal(per_sequence, [W] * len(runs))  # each part's `lengths`, side by side
+
+
+def test_threads_exchange_keys_layer_after_layer():
+    """Two slots, used in turn: a fast thread's next layer never overwrites keys a slow one still reads."""
+    exchange = parallel.KeyExchange(2)
+    got = {0: [], 1: []}
+
+    def part(i):
+        for layer in range(6):
+            if i == layer % 2:
+                time.sleep(0.02)  # the threads take turns being slow
+            k = np.full((1, 2), 10 * layer + i)
+            keys, values = exchange(i, k, -k)
+            got[i].append(keys[0].tolist())
+            assert values.tolist() == (-keys).tolist()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(part, [0, 1]))
+    assert got[0] == got[1] == [[10 * layer] * 2 + [10 * layer + 1] * 2 for layer in range(6)]
+
+
+@pytest.mark.parametrize("lengths, fail", [([3, 3], 3), ([8], 4), ([8], 0)])
+def test_a_failing_part_raises_its_error_once_all_parts_are_done(small_parts, lengths, fail):
+    """A batch's second part, a lone sequence's second or first run: the others stop waiting for its keys."""
+    result = []
     with parallel.using_threads(2):
-        with pytest.raises(NpsqueezeError, match="a part failed"):
-            shares([3, 3], fail=True)
-        assert parallel.get_blas_threads() == 2
+        thread = threading.Thread(target=lambda: result.append(pytest.raises(NpsqueezeError, shares, lengths, fail)),
+                                  daemon=True)
+        thread.start()
+        thread.join(30)
+    assert not thread.is_alive(), "a part waits for the keys of one that failed"
+    assert result and result[0].match("a part failed")
 
 
-def test_no_sharing_out_while_the_profile_counts():
+@pytest.mark.parametrize("M, N, threads, want", [
+    (127, 1, 2, 1), (128, 1, 2, 2), (128, 2, 2, 2), (600, 3, 4, 3), (1000, 1, 4, 4), (500, 8, 1, 1)])
+def test_inputs_too_short_for_two_threads_run_on_one(M, N, threads, want):
+    with parallel.using_threads(threads):
+        assert parallel.threads_for(M, N) == want  # 64 positions per thread at least
+
+
+def test_no_sharing_out_while_the_profile_counts(small_parts):
     with parallel.using_threads(2), ops.tally():
         seen, _ = shares([3, 3])
     assert len(seen) == 1 and seen[0][0] == threading.get_ident()
+
+
+@pytest.mark.parametrize("W, blas", [(8, 1), (1, 2)])
+def test_a_shared_out_pass_runs_its_heads_on_one_blas_thread_too(small_parts, monkeypatch, W, blas):
+    """A BLAS thread that has just worked keeps spinning, taking a core from the next pass's threads."""
+    if parallel.get_blas_threads() is None:
+        pytest.skip("this BLAS does not say how many threads it uses")
+    model, lengths, ids, types, mask = golden_batch("squeezebert", "ForSequenceClassification", [W], seed=0)
+    seen = []
+    pooler = npsqueeze.model.pooler
+    monkeypatch.setattr(npsqueeze.model, "pooler", lambda *a, **k: seen.append(parallel.get_blas_threads()) or pooler(*a, **k))
+    with parallel.using_threads(2):
+        model(ids, mask, types)
+        assert seen == [blas]  # 1 where the pass was shared out (8 positions), 2 where not (1)
+        assert parallel.get_blas_threads() == 2  # set back after the pass
 
 
 def share_out_a_batch(model):
@@ -127,13 +196,13 @@ def share_out_a_batch(model):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_forked_child_shares_out_batches_too():
-    """multiprocessing's fork copies the pool object but none of its threads: the child starts its own."""
+def test_a_forked_child_shares_out_batches_too(small_parts):
+    """multiprocessing's default on Linux: a child forked after a pass that shared out a batch does too."""
     import multiprocessing
 
     model, *_ = golden_batch("squeezebert", "Model", [3, 3], seed=0)
     with parallel.using_threads(2):
-        share_out_a_batch(model)  # the pool's threads exist in this process now
+        share_out_a_batch(model)
         child = multiprocessing.get_context("fork").Process(target=share_out_a_batch, args=(model,))
         child.start()
         child.join(60)
@@ -145,9 +214,13 @@ def test_a_forked_child_shares_out_batches_too():
 
 @pytest.mark.parametrize("family", ["squeezebert", "bert"])
 @pytest.mark.parametrize("head", HEADS)
-def test_two_threads_give_what_one_gives(family, head):
-    """Every output, padded and packed, hidden states included, with the batch on one thread or two."""
-    model, lengths, ids, types, mask = golden_batch(family, head, [5, 9, 2, 9, 4], seed=1)
+@pytest.mark.parametrize("lengths", [[5, 9, 2, 9, 4], [9, 12]], ids=["batch", "lone"])
+def test_two_threads_give_what_one_gives(small_parts, family, head, lengths):
+    """Every output, padded and packed, hidden states included, with the batch on one thread or two: a
+    batch's sequences shared out; a lone sequence's positions, padded (the first of [9, 12]) and not."""
+    model, lengths, ids, types, mask = golden_batch(family, head, lengths, seed=1)
+    if len(lengths) == 2:
+        lengths, ids, types, mask = lengths[:1], ids[:1], types[:1], mask[:1]  # 9 tokens, 3 padding
     real = mask.astype(bool)
     outputs = {}
     for threads in (1, 2):
