@@ -178,18 +178,18 @@ class SqueezeBertModel:
         """The model on a batch as one row of positions: input_ids, token_type_ids [M] hold N sequences
         of `lengths` [N] positions side by side (packed: no padding; or padded, with `mask` [M]
         additive). Outputs keep that layout: [M, ...] per position, [N, ...] per sequence."""
-        with forward_pass(len(input_ids), len(lengths)):  # BLAS's threads, for the heads too
+        with forward_pass(len(input_ids), len(lengths)):  # BLAS's threads, the pooler's too
             h, states = self.encoder(input_ids, token_type_ids, lengths, mask, output_hidden_states)
             out = ModelOutput(last_hidden_state=h, hidden_states=states)
             if HEADS[self.head].pooler:
                 out.pooler_output = pooler(h[np.cumsum(lengths) - lengths], **self.params["pooler"])  # [M, C] -> [N, C]
-            self.head_forward(out)
+        self.head_forward(out)  # on every BLAS thread: the masked-LM decoder, [M, C] @ [C, V], gains from them
         if self.head is not None:  # as in transformers, a head model returns its head's outputs (+ hidden_states)
             out.last_hidden_state = out.pooler_output = None
         return out
 
     def encoder(self, input_ids, token_type_ids, lengths, mask=None, output_hidden_states=False):
-        """`transformer` (embeddings and encoder) on a batch as one row of positions, its sequences
+        """`transformer` (embeddings and encoder) on a batch as one row of positions, its positions
         shared out among the threads `parallel.set_threads` asked for: last hidden state [M, C]
         (+ every layer's)."""
         check_ids(self.config, input_ids, token_type_ids, lengths)

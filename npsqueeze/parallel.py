@@ -140,7 +140,7 @@ def threads_for(M: int, N: int) -> int:
 @contextmanager
 def forward_pass(M: int, N: int):
     """BLAS's threads for a forward pass of M positions in N sequences, set back when it ends: one
-    where the pass is shared out, as each of its threads wants, and for the heads after them (a BLAS
+    where the pass is shared out, as each of its threads wants, and for the pooler after them (a BLAS
     thread that has just worked keeps spinning for a while, and takes a core from the threads of the
     next pass: 1.5x the time of a lone sequence of 128); else as many as get_threads says."""
     before = get_blas_threads()

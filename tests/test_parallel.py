@@ -176,17 +176,19 @@ def test_no_sharing_out_while_the_profile_counts(small_parts):
 
 
 @pytest.mark.parametrize("W, blas", [(8, 1), (1, 2)])
-def test_a_shared_out_pass_runs_its_heads_on_one_blas_thread_too(small_parts, monkeypatch, W, blas):
-    """A BLAS thread that has just worked keeps spinning, taking a core from the next pass's threads."""
+def test_a_shared_out_pass_runs_its_pooler_on_one_blas_thread_and_its_head_on_all(small_parts, monkeypatch, W, blas):
+    """A BLAS thread that has just worked keeps spinning, taking a core from the next pass's threads;
+    the head's products (the masked-LM decoder's is large) still have every BLAS thread."""
     if parallel.get_blas_threads() is None:
         pytest.skip("this BLAS does not say how many threads it uses")
     model, lengths, ids, types, mask = golden_batch("squeezebert", "ForSequenceClassification", [W], seed=0)
     seen = []
-    pooler = npsqueeze.model.pooler
-    monkeypatch.setattr(npsqueeze.model, "pooler", lambda *a, **k: seen.append(parallel.get_blas_threads()) or pooler(*a, **k))
+    linear = npsqueeze.model.linear
+    monkeypatch.setattr(npsqueeze.model, "linear", lambda *a, tag, **k: seen.append((tag, parallel.get_blas_threads()))
+                        or linear(*a, tag=tag, **k))
     with parallel.using_threads(2):
         model(ids, mask, types)
-        assert seen == [blas]  # 1 where the pass was shared out (8 positions), 2 where not (1)
+        assert seen == [("pooler", blas), ("head", 2)]  # pooler: 1 where the pass was shared out (8 positions)
         assert parallel.get_blas_threads() == 2  # set back after the pass
 
 
