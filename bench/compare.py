@@ -6,7 +6,8 @@ Everything runs on the same cores in one run, the engines taking turns so that l
 on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratios, not times. On
 each workload both models' engines take turns in one loop, so BERT-base / SqueezeBERT is measured
 in the same minutes as the ratios to torch. npsqueeze runs with --threads threads
-(npsqueeze.parallel.set_threads: a batch's sequences shared out among them).
+(npsqueeze.parallel.set_threads: a batch's sequences, or a lone sequence's positions, shared out
+among them).
 
 - Models: SqueezeBERT (squeezebert-uncased's config) and BERT-base with random weights that every
   engine shares (transformers builds and saves each model, npsqueeze loads the folder,
@@ -340,8 +341,8 @@ def to_markdown(r: dict) -> str:
     lines = [f"npsqueeze {env['npsqueeze']}, NumPy {env['numpy']} ({env['blas']}), torch {env['torch']}, "
              f"transformers {env['transformers']}, sentence-transformers {env['sentence_transformers']}, "
              f"onnxruntime {env['onnxruntime'] or 'not installed'}; {env['cpu']}, {env['cpus']} CPUs; "
-             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze (a batch's sequences shared out "
-             "among them) unless a row says otherwise. "
+             f"{env['threads']} threads for torch, ONNX Runtime and npsqueeze (a batch's sequences, or a lone "
+             "sequence's positions, shared out among them) unless a row says otherwise. "
              f"Engines take turns, {r['repeat']} timed runs each after a {PAUSE} s pause and {SETTLE} untimed run; "
              "glibc's malloc keeps freed memory for all of them (npsqueeze.tools.measure.keep_freed_memory).", "",
              f"## Models, random weights, on the first {BATCH} of the corpus's {r['sentences']} sentences", ""]

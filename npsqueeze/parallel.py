@@ -89,7 +89,7 @@ def get_threads() -> int:
     return _threads or blas_threads_at_start()
 
 
-@functools.cache
+@functools.cache  # read once: forward passes set BLAS's threads for their own time
 def blas_threads_at_start() -> int:
     return get_blas_threads() or 1
 
