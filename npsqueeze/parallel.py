@@ -171,13 +171,15 @@ def share_out(forward, input_ids, token_type_ids, positions, lengths, mask):
     if N == 1:  # cut anywhere: n runs of about M/n positions, the keys exchanged
         exchange = KeyExchange(n)
         cuts = [M * i // n for i in range(n + 1)]
-        parts = [(slice(a, b), lengths, mask, functools.partial(exchange, i)) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+        parts = [(slice(a, b), lengths, mask, functools.partial(exchange, i))
+                 for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     else:  # each part ends with the first sequence to reach the next n-th of the positions (none empty)
         exchange, ends = None, np.cumsum(lengths)  # ends [N]: where each sequence ends
         cuts = np.searchsorted(ends, M * np.arange(1, n) / n) + 1  # [n-1]: sequences before each cut
         cuts = [0, *np.unique(np.clip(cuts, 1, N - 1)).tolist(), N]  # [parts + 1]
         runs = [slice(ends[a] - lengths[a], ends[b - 1]) for a, b in zip(cuts, cuts[1:])]  # each part's positions
-        parts = [(p, lengths[a:b], None if mask is None else mask[p], None) for p, a, b in zip(runs, cuts, cuts[1:])]
+        parts = [(p, lengths[a:b], None if mask is None else mask[p], None)
+                 for p, a, b in zip(runs, cuts, cuts[1:])]
 
     def run(p, lengths, mask, exchange_keys):
         try:

@@ -45,7 +45,7 @@ class Pipeline:
     for every call.
 
     `threads` sets the threads of this process's forward passes (parallel.set_threads: a batch's
-    sequences shared out among them; None: leave them as they are, BLAS's count unless set). With `workers`
+    positions shared out among them; None: leave them as they are, BLAS's count unless set). With `workers`
     > 1, large inputs (at least MIN_BATCHES_PER_WORKER batches per worker) run in that many worker
     processes of one BLAS thread each (see parallel.py); or pass any `executor` of
     concurrent.futures. Either way results come back in input order. Workers load the checkpoint
