@@ -192,6 +192,20 @@ def test_a_shared_out_pass_runs_its_pooler_on_one_blas_thread_and_its_head_on_al
         assert parallel.get_blas_threads() == 2  # set back after the pass
 
 
+def test_two_callers_at_once_each_get_their_own_answer(small_parts):
+    """Each pass starts its own threads: two passes at once, a lone sequence's among them, never wait
+    for each other's parts (with one shared pool of two threads, the two halves waiting at their
+    exchanges could hold both threads while the other halves queued)."""
+    model, lengths, ids, types, mask = golden_batch("squeezebert", "Model", [9, 12], seed=2)
+    inputs = [(ids[:1], mask[:1], types[:1]), (ids, mask, types)]
+    with parallel.using_threads(1):
+        want = [model(*i).last_hidden_state for i in inputs * 3]
+    with parallel.using_threads(2), ThreadPoolExecutor(6) as callers:
+        got = list(callers.map(lambda i: model(*i).last_hidden_state, inputs * 3, timeout=60))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
 def share_out_a_batch(model):
     lengths = np.array([3, 3])
     model.forward(np.arange(6), np.zeros(6, np.int64), lengths)
