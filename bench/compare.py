@@ -178,21 +178,18 @@ def model_rows(args, texts: list[str], tmp: Path) -> tuple[list[dict], dict]:
             diffs[f"{name}, {workload}"] = {e: float(np.abs(f() - reference).max()) for e, f in fns[workload].items()
                                             if e not in (FLOOR, "torch", "npsqueeze packed")}
             engines.update({(name, e): f for e, f in fns[workload].items()})
-        times = timings(engines, args.repeat, PAUSE, SETTLE)
-        for name, (_, shapes, tokens) in built.items():
+        for (name, engine), ts in timings(engines, args.repeat, PAUSE, SETTLE).items():
+            _, shapes, tokens = built[name]
             N, W = shapes[workload]
             gflops = sum(flops.analytic_flops(configs[name], W, N).values()) / 1e9
-            shape = f"{N} x {W}" + (f" padded, {tokens} tokens packed" if N > 1 else "")
-            for (model, engine), ts in times.items():
-                if model != name:
-                    continue
-                median = statistics.median(ts)
-                rows.append({"model": name, "workload": workload, "shape": shape, "engine": engine,
-                             "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts),
-                             "effective_gflop_per_s": None if engine == "npsqueeze packed" else gflops / median})
-            print(f"{name}, {workload}: " + ", ".join(f"{r['engine']} {r['median_ms']:.0f} ms"
-                                                     for r in rows if r["model"] == name and r["workload"] == workload),
-                  file=sys.stderr)
+            median = statistics.median(ts)
+            rows.append({"model": name, "workload": workload,
+                         "shape": f"{N} x {W}" + (f" padded, {tokens} tokens packed" if N > 1 else ""),
+                         "engine": engine, "median_ms": 1e3 * median, "min_ms": 1e3 * min(ts),
+                         "effective_gflop_per_s": None if engine == "npsqueeze packed" else gflops / median})
+        for name in names:
+            print(f"{name}, {workload}: " + ", ".join(f"{r['engine']} {r['median_ms']:.0f} ms" for r in rows
+                                                     if (r["model"], r["workload"]) == (name, workload)), file=sys.stderr)
     return rows, diffs
 
 

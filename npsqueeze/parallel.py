@@ -98,14 +98,24 @@ def blas_threads_at_start() -> int:
 def using_threads(n: int):
     """Forward passes use `n` threads inside the block, then as many as before."""
     global _threads
-    before = _threads, get_blas_threads()
-    set_threads(n)
+    before, _threads = _threads, n
+    try:
+        with using_blas_threads(n):
+            yield
+    finally:
+        _threads = before
+
+
+@contextmanager
+def using_blas_threads(n: int):
+    """BLAS runs the matrix products on `n` threads inside the block, then on as many as before."""
+    before = get_blas_threads()
+    set_blas_threads(n)
     try:
         yield
     finally:
-        _threads = before[0]
-        if before[1]:
-            set_blas_threads(before[1])
+        if before:
+            set_blas_threads(before)
 
 
 def set_blas_threads(n: int) -> bool:
@@ -137,19 +147,12 @@ def threads_for(M: int, N: int) -> int:
     return 1 if ops.tallying() else max(1, min(get_threads(), M // MIN_POSITIONS, N if N > 1 else M))
 
 
-@contextmanager
 def forward_pass(M: int, N: int):
     """BLAS's threads for a forward pass of M positions in N sequences, set back when it ends: one
     where the pass is shared out, as each of its threads wants, and for the pooler after them (a BLAS
     thread that has just worked keeps spinning for a while, and takes a core from the threads of the
     next pass: 1.5x the time of a lone sequence of 128); else as many as get_threads says."""
-    before = get_blas_threads()
-    set_blas_threads(1 if threads_for(M, N) > 1 else get_threads())
-    try:
-        yield
-    finally:
-        if before:
-            set_blas_threads(before)
+    return using_blas_threads(1 if threads_for(M, N) > 1 else get_threads())
 
 
 def share_out(forward, input_ids, token_type_ids, positions, lengths, mask):
