@@ -169,17 +169,18 @@ def batch_row_draw(n: dict):
     sequences, W = n["sequences"], n["W"]
     colors = plt.get_cmap("Set2")(np.arange(len(sequences)))
     fig, axes = plt.subplots(2, 1, figsize=(13, 3.8))
-    rows = {f"packed: M = {n['packed_M']} positions, lengths {[len(s) for s in sequences]}":
-            [(i, t) for i, s in enumerate(sequences) for t in s],
+    lengths = [len(s) for s in sequences]
+    rows = {f"packed: M = {n['packed_M']} positions, lengths {lengths}":
+            ([(i, t) for i, s in enumerate(sequences) for t in s], lengths),
             f"padded to W = {W}: M = N·W = {n['padded_M']} positions, {n['padding']} of them [PAD]":
-            [(i, t) for i, s in enumerate(sequences) for t in s + ["[PAD]"] * (W - len(s))]}
-    for ax, (title, cells) in zip(axes, rows.items()):
+            ([(i, t) for i, s in enumerate(sequences) for t in s + ["[PAD]"] * (W - len(s))], [W] * len(sequences))}
+    for ax, (title, (cells, row_lengths)) in zip(axes, rows.items()):
         for m, (i, token) in enumerate(cells):
             pad = token == "[PAD]"
             ax.add_patch(Rectangle((m, 0), 1, 1, facecolor="#eeeeee" if pad else colors[i], edgecolor="#333333",
                                    hatch="//" if pad else None))
             ax.text(m + 0.5, 0.5, token, ha="center", va="center", rotation=90, fontsize=7)
-        starts = np.cumsum([0] + [len(c) for c in ([s for s in sequences] if "packed" in title else [[0] * W] * len(sequences))])
+        starts = np.cumsum([0, *row_lengths])  # each sequence's first position, and the row's end
         for s in starts[1:-1]:
             ax.axvline(s, color="black", lw=3)
         ax.set_xlim(0, n["padded_M"])
@@ -231,7 +232,7 @@ def attention_heads_numbers() -> dict:
     model = npsqueeze.from_pretrained(minilm())
     tokenizer = npsqueeze.Tokenizer.from_pretrained(minilm())
     padded = tokenizer(["The cat sat on the mat.", "A dog barked."], padding=True, return_tensors="np")
-    h = npsqueeze.from_pretrained(minilm())(**padded, output_hidden_states=True).hidden_states[0]  # [N, W, C]
+    h = model(**padded, output_hidden_states=True).hidden_states[0]  # the embeddings, [N, W, C]
     p, H = model.params["encoder"]["layers"][0]["attention"], model.config.num_attention_heads
     x = h[1].T  # sentence 2's embeddings: [W, C] -> [C, W]
     C, W = x.shape
