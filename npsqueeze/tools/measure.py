@@ -30,8 +30,8 @@ def timings(fns: dict[str, Callable[[], object]], repeat: int, pause: float = 0.
     The functions take turns (A, B, A, B, ...), so that load from elsewhere on a shared machine
     slows them alike and their ratios hold. Engines with thread pools need two more things to be
     timed fairly: a `pause` (seconds) before each turn, since OpenBLAS's and OpenMP's workers spin for
-    up to ~0.1 s after their last task and take a core from whoever runs next (torch ran 1.4x slower
-    right after NumPy); then `settle` untimed calls, since waking one's own pool from idle costs too.
+    a while after their last task and take a core from whoever runs next (README: Performance); then
+    `settle` untimed calls, since waking one's own pool from idle costs too.
     """
     for fn in fns.values():
         for _ in range(WARMUP):

@@ -39,7 +39,7 @@ COLORS = {
     "attention_scores": "#d9480f", "attention_context": "#fd9a5a", "post_attention": "#7b3fa0",
     "intermediate": "#2b8a3e", "output": "#8fd19e", "pooler": "#8d6e63", "head": "#e64980",
 }
-MAX_INSTRUMENTED_FLOPS = 2 * 10**12  # the instrumented count's forward passes: ~20 s at 100 GFLOP/s
+MAX_INSTRUMENTED_FLOPS = 2 * 10**12  # the instrumented count's forward passes: tens of seconds at BLAS's rates
 PAPER = {"params": 51.1e6, "speedup": 4.3, "bert_latency_s": 1.7, "device": "Pixel 3",
          "seq_len": 128}  # Iandola et al. 2020, abstract
 
