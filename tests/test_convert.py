@@ -184,10 +184,15 @@ def sha256(path: Path) -> str:
 def test_metadata_and_side_files(built, tmp_path):
     src, _ = built("squeezebert", "token", "bin")
     shutil.copytree(src, tmp_path / "src")
-    side = ["1_Pooling/config.json", "config.json", "vocab.txt"]
-    for name in side[::2] + [".cache/huggingface/x.json", "notes.md"]:
+    side = ["1_Pooling/config.json", "config.json", "modules.json", "vocab.txt"]
+    modules = json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"},
+                          {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    # only the files loading reads are copied: not other JSON or text files, nor unlisted module folders
+    for name in ["1_Pooling/config.json", "vocab.txt", ".cache/huggingface/x.json", "notes.md", "other.json",
+                 "data.txt", "3_Dense/config.json"]:
         (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "src" / name).write_text(name)
+    (tmp_path / "src" / "modules.json").write_text(modules)
     convert(tmp_path / "src", tmp_path / "out")
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == sorted([*side, CONVERTED])
