@@ -30,8 +30,7 @@ from safetensors.numpy import save
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, NpsqueezeError
-from ..config import read_json
+from ..config import Config, NpsqueezeError, read_json
 from ..model import ARCHITECTURES, model_class
 from ..pipelines import module_folder
 from ..weights import (CONVERTED, FORMAT, Entry, all_finite, check_layers, engine_tensors, load_params,
@@ -322,7 +321,8 @@ SIDE_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.js
 
 
 def side_files(folder: Path) -> list[str]:
-    """The SIDE_FILES `folder` holds, as paths relative to it.
+    """The SIDE_FILES `folder` holds, as paths relative to it; the settings among them checked to be
+    JSON within the size loading accepts (config.MAX_JSON_BYTES).
 
     One that is a symbolic link is copied only if it points inside the checkpoint: into the folder, or,
     in a Hugging Face cache snapshot (.../models--ORG--NAME/snapshots/REVISION/, where every file is
@@ -341,6 +341,8 @@ def side_files(folder: Path) -> list[str]:
         if not any(target.is_relative_to(root) for root in inside):
             raise NpsqueezeError(f"{folder / name} is a link to {target}, outside the checkpoint: convert does "
                                  "not copy it (copy the file into the folder if it belongs to the model)")
+        if name.endswith(".json") and name != "tokenizer.json":  # settings: read as loading reads them, bounded
+            read_json(folder / name, object)
     return files
 
 
