@@ -45,6 +45,10 @@ SQUEEZEBERT = json.loads((WEIGHTS_DIR / "squeezebert-uncased" / "config.json").r
     ({"id2label": {"0": 5}}, "config: id2label must map label ids to names (strings)"),
     ({"id2label": {"9" * 5000: "x"}}, "config: id2label must map label ids (integers) to names"),
     ({"embedding_size": 512}, "embedding_size != hidden_size is not supported"),
+    # shapes the weights cannot have (transformers refuses them too: test_weights_checks.py)
+    ({"num_attention_heads": 5}, "config: hidden_size 768 is not a multiple of num_attention_heads 5"),
+    ({"intermediate_groups": 5}, "config: intermediate_groups=5 does not divide the 768 input and 3072 output channels"),
+    ({"output_groups": 7}, "config: output_groups=7 does not divide the 3072 input and 768 output channels"),
 ])
 def test_bad_config_values(change, message):
     with pytest.raises(NpsqueezeError) as e:

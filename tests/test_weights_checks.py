@@ -176,3 +176,21 @@ def test_missing_layer_transformers_would_fill_at_random(tmp_path):
     with pytest.raises(NpsqueezeError, match=r"num_hidden_layers=3, but the checkpoint holds 2 layer\(s\): layer 2 "
                                              "missing$"):
         npsqueeze.from_pretrained(tmp_path / "src")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_attention_heads": 5}, "config: hidden_size 96 is not a multiple of num_attention_heads 5"),
+    ({"v_groups": 5}, "config: v_groups=5 does not divide the 96 input and 96 output channels"),
+    ({"intermediate_groups": 5}, "config: intermediate_groups=5 does not divide the 96 input and 192 output channels"),
+])
+def test_heads_and_groups_that_do_not_divide_are_refused_as_transformers_refuses_them(tmp_path, change, message):
+    build(tmp_path / "src", "squeezebert", None)
+    cfg = json.loads((tmp_path / "src" / "config.json").read_text())
+    (tmp_path / "src" / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(ValueError):  # transformers' message differs by version; that it refuses does not
+        transformers.SqueezeBertModel.from_pretrained(tmp_path / "src")
+    with pytest.raises(NpsqueezeError) as e:
+        npsqueeze.from_pretrained(tmp_path / "src")
+    assert str(e.value) == message
+    assert_one_line(cli_bounded("convert", tmp_path / "src", tmp_path / "out"), message,
+                    prefix="npsqueeze convert: error: ")
