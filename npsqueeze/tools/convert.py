@@ -1,7 +1,8 @@
 """`npsqueeze convert SRC DST`: an HF checkpoint -> a folder npsqueeze memory-maps in no time.
 
 SRC is an HF checkpoint folder (pytorch_model.bin or model.safetensors, sharded or not) or a hub id.
-DST gets SRC's JSON and text files (config, tokenizer, sentence-transformers settings) and
+DST gets the files besides weights that loading reads (`SIDE_FILES`: config, tokenizer,
+sentence-transformers settings; links followed only inside the checkpoint or its HF cache) and
 `weights.CONVERTED`: one safetensors file holding every tensor the config defines that SRC has (the
 base model and any head, so every class loads it), under the engine's names and in its layout (1x1
 convolutions per group, [G, K/G, C/G]), with the sha256 of the inputs in its metadata. DST appears
@@ -268,8 +269,8 @@ def rename_new(a: Path, b: Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Delete a folder of ours, or the link that took its name (never what a link points to)."""
-    if path.is_symlink():
+    """Delete a folder of ours, or the link or file that took its name (never what a link points to)."""
+    if path.is_symlink() or path.is_file():
         path.unlink()
     else:
         shutil.rmtree(path, ignore_errors=True)
