@@ -191,7 +191,7 @@ def test_metadata_and_side_files(built, tmp_path):
     for name in ["1_Pooling/config.json", "vocab.txt", ".cache/huggingface/x.json", "notes.md", "other.json",
                  "data.txt", "3_Dense/config.json"]:
         (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "src" / name).write_text(name)
+        (tmp_path / "src" / name).write_text(json.dumps(name))
     (tmp_path / "src" / "modules.json").write_text(modules)
     convert(tmp_path / "src", tmp_path / "out")
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
