@@ -194,3 +194,13 @@ def test_heads_and_groups_that_do_not_divide_are_refused_as_transformers_refuses
     assert str(e.value) == message
     assert_one_line(cli_bounded("convert", tmp_path / "src", tmp_path / "out"), message,
                     prefix="npsqueeze convert: error: ")
+
+
+def test_workers_do_not_repeat_the_warning(clean, tmp_path):
+    folder = copy(clean, tmp_path / "src", {**CONFIG, "num_hidden_layers": 1})
+    (tmp_path / "in.txt").write_text("\n".join(["hello world " * 5] * 400))
+    done = cli_bounded("embed", folder, "--file", tmp_path / "in.txt", "--out", tmp_path / "out.npy",
+                       "--workers", "2", "--batch-size", "8", seconds=60, mb=1000)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == (
+        f"npsqueeze embed: warning: {folder / 'model.safetensors'}: the checkpoint's layers 1-2 left out: config.json "
+        f"says num_hidden_layers=1\nwrote {tmp_path / 'out.npy'}: 400 embeddings of 12 dims\n"), done.stderr
