@@ -42,7 +42,6 @@ FLOAT32_MAX = 3.4028234663852886e38
 # settings, shard indexes, safetensors headers), checked before reading: such files are a few KB (the
 # largest tokenizer_config.json ~1 MB), and parsing hostile JSON takes up to 20 times its size in memory.
 MAX_JSON_BYTES = 8 << 20
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 @dataclass(frozen=True)
@@ -235,6 +234,9 @@ def parse_json(text: str | bytes, where: str):
         return json.loads(text)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise NpsqueezeError(f"{where}: not valid JSON ({e})") from None
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # npsqueeze/, for `warn`
 
 
 def warn(message: str) -> None:

@@ -263,7 +263,8 @@ def read_zip(f: BinaryIO, where: str) -> dict[str, np.ndarray]:
                 raise NpsqueezeError(f"{where}: {named(pkl[0])} is over {MAX_PICKLE_BYTES >> 20} MB: too large for "
                                      "a state dict, broken or malicious")
             byteorder = root + "byteorder"
-            if byteorder in zf.namelist() and (zf.getinfo(byteorder).file_size != 6 or zf.read(byteorder) != b"little"):
+            if byteorder in zf.namelist() and (zf.getinfo(byteorder).file_size != len(b"little")
+                                               or zf.read(byteorder) != b"little"):
                 raise NpsqueezeError(f"{where}: big-endian checkpoints are not supported")
             state = unpickle(io.BytesIO(zf.read(pkl[0])), {}, where)
             return arrays(state, lambda s: zf.read(f"{root}data/{s.key}"), where)

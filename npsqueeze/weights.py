@@ -351,11 +351,11 @@ def check_finite(t: np.ndarray, what: str) -> None:
     if all_finite(t):
         return
     bad = ~np.isfinite(t)
-    nan = int(np.isnan(t).sum())
-    kinds = " and ".join(k for k, c in (("NaN", nan), ("Inf", int(bad.sum()) - nan)) if c)
+    count, nan = int(bad.sum()), int(np.isnan(t).sum())
+    kinds = " and ".join(k for k, c in (("NaN", nan), ("Inf", count - nan)) if c)
     first = tuple(int(i) for i in np.unravel_index(np.argmax(bad), t.shape))
-    raise NpsqueezeError(f"{what} holds {kinds} ({int(bad.sum()):,} of {t.size:,} values, the first at "
-                         f"index {first}): the checkpoint is broken")
+    raise NpsqueezeError(f"{what} holds {kinds} ({count:,} of {t.size:,} values, the first at index {first}): "
+                         "the checkpoint is broken")
 
 
 def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: str,
