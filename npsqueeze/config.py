@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import reprlib
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,10 @@ MAX_COUNT = 2**31 - 1
 MAX_LAYERS = 1024
 MAX_LABELS = 100_000
 FLOAT32_MAX = 3.4028234663852886e38
-MAX_JSON_BYTES = 8 << 20  # config and settings files are a few KB; the largest tokenizer_config.json ~1 MB
+# The size bound of every JSON file npsqueeze reads (config, tokenizer and sentence-transformers
+# settings, shard indexes, safetensors headers), checked before reading: such files are a few KB (the
+# largest tokenizer_config.json ~1 MB), and parsing hostile JSON takes up to 20 times its size in memory.
+MAX_JSON_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -203,13 +208,16 @@ def read_json(path: Path, kind: type = dict):
     nesting (which makes Python's parser recurse) reported as one line."""
     if not path.is_file():
         return None
+    too_large = NpsqueezeError(f"{path}: over {MAX_JSON_BYTES >> 20} MB, too large for a settings file")
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
+            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+                raise too_large
+            data = f.read(MAX_JSON_BYTES + 1)  # the file may have grown since
     except OSError as e:
         raise NpsqueezeError(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > MAX_JSON_BYTES:
-        raise NpsqueezeError(f"{path}: over {MAX_JSON_BYTES >> 20} MB, too large for a settings file")
+        raise too_large
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -226,3 +234,15 @@ def parse_json(text: str | bytes, where: str):
         return json.loads(text)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise NpsqueezeError(f"{where}: not valid JSON ({e})") from None
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # npsqueeze/, for `warn`
+
+
+def warn(message: str) -> None:
+    """`warnings.warn(message)`, attributed to the first caller outside npsqueeze (the user's own
+    line, as transformers' warnings are), however deep in the package it is raised."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: warn's caller
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)

@@ -660,7 +660,9 @@ def shared(cls: type[Pipeline], path: str, settings: dict) -> Pipeline:
     """`cls.from_pretrained(path, **settings)`, loaded once per process: how a worker gets its pipeline."""
     key = repr((cls, path, sorted(settings.items())))
     if key not in _shared:
-        _shared[key] = cls.from_pretrained(path, **settings)
+        with warnings.catch_warnings():  # the caller warned when it loaded the same pipeline (e.g. layers left out)
+            warnings.simplefilter("ignore")
+            _shared[key] = cls.from_pretrained(path, **settings)
     return _shared[key]
 
 

@@ -56,6 +56,12 @@ class Tensor(NamedTuple):
 
 
 MAX_OPS = 1 << 20  # pickle operations in one pickle: torch.save writes about 40 a tensor
+# Bounds on the metadata, checked before it is read: a pickle's bytes (torch.save writes about 300 a
+# tensor: BERT-large's is 100 KB), a zip's members (one per storage, and 4 more), a pickle's text line
+# (a GLOBAL's module or name). Hostile files claim strings or directories of gigabytes.
+MAX_PICKLE_BYTES = 16 << 20
+MAX_ZIP_MEMBERS = 100_000
+MAX_LINE = 1000
 MAX_NDIM = 64  # NumPy's limit on an array's dimensions
 # Opcodes torch.save never writes, refused by name: sets (their items are hashed, see Unpickler),
 # the extension registry (it hands out cached objects without find_class), out-of-band buffers.
@@ -79,8 +85,30 @@ class Unpickler(pickle._Unpickler):
 
     def __init__(self, file: BinaryIO, storages: dict[str, Storage], where: str):
         super().__init__(file)
-        self.storages, self.where, self.ops = storages, where, 0
-        self._file_readline = lambda: whole_line(file.readline())  # for GLOBAL's module and name
+        self.storages, self.where, self.ops, self.left = storages, where, 0, MAX_PICKLE_BYTES
+        self._file_read, self._file_readline = self.read_counted, self.readline_counted
+        self.file = file
+
+    def read_counted(self, n: int) -> bytes:
+        """The file's next `n` bytes, counted against MAX_PICKLE_BYTES before they are read (a hostile
+        pickle claims a string of 4 GB)."""
+        self.left -= n
+        if self.left < 0:
+            raise NpsqueezeError(f"{self.where}: a pickle of over {MAX_PICKLE_BYTES >> 20} MB: too large for a "
+                                 "state dict, broken or malicious")
+        return self.file.read(n)
+
+    def readline_counted(self) -> bytes:
+        """A text line (GLOBAL's module and name), read byte by byte: mmap's readline has no limit."""
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = self.read_counted(1)
+            if not byte:  # the file ends inside the line
+                raise EOFError("pickle data was truncated")
+            if len(line) >= MAX_LINE:
+                raise NpsqueezeError(f"{self.where}: a pickle text line of over {MAX_LINE} bytes: broken or malicious")
+            line += byte
+        return line
 
     def refuse(self, what: str) -> NpsqueezeError:
         return NpsqueezeError(f"{self.where}: refused to unpickle {what}: a checkpoint holds tensors only, "
@@ -154,12 +182,6 @@ class Unpickler(pickle._Unpickler):
         super().load_build()
 
 
-def whole_line(line: bytes) -> bytes:
-    if not line.endswith(b"\n"):  # the file ends inside the line
-        raise EOFError("pickle data was truncated")
-    return line
-
-
 def counted(load: Callable) -> Callable:
     """An opcode's load method, counted against MAX_OPS."""
     def op(self: Unpickler):
@@ -222,6 +244,10 @@ def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
 def read_zip(f: BinaryIO, where: str) -> dict[str, np.ndarray]:
     size = os.fstat(f.fileno()).st_size
     try:
+        end = zipfile._EndRecData(f)  # the directory's end record: what ZipFile reads first (private, stable)
+        if end and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_ZIP_MEMBERS:  # ZipFile would build all their entries
+            raise NpsqueezeError(f"{where}: a zip archive of {end[zipfile._ECD_ENTRIES_TOTAL]:,} members: more than "
+                                 f"the {MAX_ZIP_MEMBERS:,} of a checkpoint, broken or malicious")
         with zipfile.ZipFile(f) as zf:
             pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(pkl) != 1:
@@ -233,7 +259,12 @@ def read_zip(f: BinaryIO, where: str) -> dict[str, np.ndarray]:
                     raise NpsqueezeError(f"{where}: {named(info.filename)} is compressed: not written by torch.save")
                 if info.header_offset + info.file_size > size:  # zipfile would allocate what it claims
                     raise NpsqueezeError(f"{where}: {named(info.filename)} claims more bytes than the file has")
-            if root + "byteorder" in zf.namelist() and zf.read(root + "byteorder") != b"little":
+            if zf.getinfo(pkl[0]).file_size > MAX_PICKLE_BYTES:
+                raise NpsqueezeError(f"{where}: {named(pkl[0])} is over {MAX_PICKLE_BYTES >> 20} MB: too large for "
+                                     "a state dict, broken or malicious")
+            byteorder = root + "byteorder"
+            if byteorder in zf.namelist() and (zf.getinfo(byteorder).file_size != len(b"little")
+                                               or zf.read(byteorder) != b"little"):
                 raise NpsqueezeError(f"{where}: big-endian checkpoints are not supported")
             state = unpickle(io.BytesIO(zf.read(pkl[0])), {}, where)
             return arrays(state, lambda s: zf.read(f"{root}data/{s.key}"), where)

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .config import MAX_JSON_BYTES, Config, NpsqueezeError, named, parse_json, read_json, shown
+from .config import MAX_JSON_BYTES, Config, NpsqueezeError, named, parse_json, read_json, shown, warn
 from .torchbin import check_shape, read_torch_bin
 
 # HF prefixes of the base model inside head models: SqueezeBERT's `transformer.`, BERT's `bert.`.
@@ -54,7 +54,7 @@ BLOCK_MAP = [
     ("output.layernorm", "output.layernorm", "output.LayerNorm", None, "norm"),
 ]
 LAYER_PREFIX = {"squeezebert": "encoder.layers.{i}.", "bert": "encoder.layer.{i}."}
-LAYER = re.compile(r"encoder\.layers?\.(\d+)\.")  # a tensor of layer i, in either family or the engine
+LAYER = re.compile(r"encoder\.layers?\.([0-9]{1,9})\.")  # a tensor of layer i, in either family or the engine
 
 class Entry:
     """One engine tensor: where it comes from in an HF checkpoint and the shape it must have."""
@@ -310,11 +310,52 @@ def to_engine(tensors: dict[str, np.ndarray], cfg: Config, head: str | None, whe
 
 
 def check_layers(tensors: dict[str, np.ndarray], cfg: Config, where: str) -> None:
-    """The config's layer count against the layers the checkpoint holds, before a weight map of that many."""
-    held = len({m.group(1) for m in map(LAYER.match, tensors) if m})
-    if cfg.num_hidden_layers > held:
-        raise NpsqueezeError(f"{where}: config.json says num_hidden_layers={cfg.num_hidden_layers}, but the "
-                             f"checkpoint holds {held} layer(s)")
+    """The config's layer count against the layers the checkpoint holds, before a weight map of that many.
+
+    A layer the config needs and the checkpoint lacks is an error (transformers would fill it with
+    random weights); layers past num_hidden_layers are left out with a warning, as transformers does.
+    """
+    held = {int(m.group(1)) for m in map(LAYER.match, tensors) if m}
+    n = cfg.num_hidden_layers
+    missing = sorted(set(range(n)) - held)
+    if missing:
+        raise NpsqueezeError(f"{where}: config.json says num_hidden_layers={n}, but the checkpoint holds "
+                             f"{len(held)} layer(s): {spans(missing)} missing")
+    unused = sorted(i for i in held if i >= n)
+    if unused:
+        warn(f"{where}: the checkpoint's {spans(unused)} left out: config.json says num_hidden_layers={n}")
+
+
+def spans(layers: list[int]) -> str:
+    """Sorted layer indices for a message: [1] -> "layer 1", [2, 3, 4, 7] -> "layers 2-4, 7"."""
+    runs: list[list[int]] = []
+    for i in layers:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:10]) + (", ..." if len(runs) > 10 else "")
+    return f"layer{'s' * (len(layers) > 1)} {text}"
+
+
+def all_finite(t: np.ndarray) -> bool:
+    """No NaN nor +-Inf in `t`: its sum in float64 (which no float32 or float16 values overflow) is
+    finite exactly then, and takes one pass with no temporary array the size of `t`."""
+    with np.errstate(invalid="ignore"):  # Inf - Inf: NaN, which is the answer
+        return bool(np.isfinite(t.sum(dtype=np.float64)))
+
+
+def check_finite(t: np.ndarray, what: str) -> None:
+    """Refuse a tensor holding NaN or Inf (a training run that diverged, a corrupted file): every
+    output of the model would be NaN. Transformers loads it silently."""
+    if all_finite(t):
+        return
+    bad = ~np.isfinite(t)
+    count, nan = int(bad.sum()), int(np.isnan(t).sum())
+    kinds = " and ".join(k for k, c in (("NaN", nan), ("Inf", count - nan)) if c)
+    first = tuple(int(i) for i in np.unravel_index(np.argmax(bad), t.shape))
+    raise NpsqueezeError(f"{what} holds {kinds} ({count:,} of {t.size:,} values, the first at index {first}): "
+                         "the checkpoint is broken")
 
 
 def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: str,
@@ -322,7 +363,8 @@ def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: 
     """`entries`' tensors, checked, as float32 in the engine's layout: {engine name: array}.
 
     `tensors` are named as in HF (prefix stripped), or as in the engine if `converted`. Raises
-    NpsqueezeError naming every missing tensor, or the first one of the wrong shape or dtype.
+    NpsqueezeError naming every missing tensor, or the first one of the wrong shape or dtype, or
+    holding NaN or Inf (float64 values past float32's range included).
     """
     rows = [(e, e.name, e.shape, keep) if converted else (e, e.source, e.hf_shape, e.to_engine) for e in entries]
     missing = [source for _, source, _, _ in rows if source not in tensors]
@@ -338,7 +380,10 @@ def engine_tensors(tensors: dict[str, np.ndarray], entries: list[Entry], where: 
         if tuple(t.shape) != shape:
             raise NpsqueezeError(f"{where}: tensor {source} has shape {tuple(t.shape)}, the config "
                                  f"says {shape}")
-        params[e.name] = np.ascontiguousarray(layout(t.astype(np.float32, copy=False), e.groups))
+        with np.errstate(over="ignore"):  # float64 past float32's range: reported as Inf below
+            t = t.astype(np.float32, copy=False)
+        check_finite(t, f"{where}: tensor {source}")
+        params[e.name] = np.ascontiguousarray(layout(t, e.groups))
     return params
 
 

@@ -1,14 +1,17 @@
 """Hypothesis strategies for hostile files, and the property each must satisfy, run by test_fuzz.py in
 a child process bounded in memory (tests/bounded.py): reading a safetensors header, a pickle opcode
-stream (pytorch_model.bin, zip and legacy layouts) or a config.json either succeeds or raises one
+stream (pytorch_model.bin, zip and legacy layouts), a config.json, or weights holding NaN, Inf or
+values past float16 with more or fewer layers than the config says, either succeeds or raises one
 NpsqueezeError line, each example within 10 s. No torch here: it would take the child's memory."""
 
 from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import signal
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -19,8 +22,10 @@ from hypothesis import strategies as st
 import npsqueeze
 from npsqueeze import NpsqueezeError
 from npsqueeze.torchbin import LEGACY_MAGIC, LEGACY_PROTOCOL, read_torch_bin
+from npsqueeze.tools.convert import convert
 from npsqueeze.tools.report import build_report
-from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file
+from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file, weight_map
+from safetensors.numpy import load_file, save_file
 
 from bounded import numpy_checkpoint
 
@@ -197,7 +202,57 @@ def config_values(tmp: Path, changes: dict) -> None:
     bounded(lambda: build_report([config], seq_len=8, baseline=config))
 
 
-CASES = {"safetensors": safetensors_headers, "pickle": pickle_streams, "config": config_values}
+# --- weight values and layer counts ------------------------------------------------------------------
+
+poisons = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6),
+                             st.sampled_from([np.nan, np.inf, -np.inf, 1e39, 7e4, 65504.0, -1e-45])), max_size=3)
+
+
+@EXAMPLES
+@given(held=st.integers(1, 4), layers=st.integers(1, 4), poisoned=poisons, dtype=st.sampled_from(["float32", "float16"]))
+def weight_values(tmp: Path, held: int, layers: int, poisoned: list, dtype: str) -> None:
+    """A checkpoint of `held` layers, `poisoned` (tensor number, position, value: 1e39 stored in
+    float64, past float32), under a config of `layers` layers: loading and converting succeed, with
+    one warning line at most, or name the tensor or the layers in one line."""
+    folder = numpy_checkpoint(tmp / "ckpt", {**SMALL, "num_hidden_layers": held}, "sequence")
+    tensors = load_file(folder / "model.safetensors")
+    names = sorted(tensors)
+    broken = set()  # the tensors holding NaN or Inf once read as float32
+    for which, where, value in poisoned:
+        name = names[which % len(names)]
+        t = tensors[name].astype(np.float64 if value == 1e39 else np.float32)
+        t.flat[where % t.size] = value
+        tensors[name] = t
+        if not np.isfinite(np.float32(value)):
+            broken.add(name)
+    save_file(tensors, folder / "model.safetensors")
+    config = {**SMALL, "num_hidden_layers": layers}
+    (folder / "config.json").write_text(json.dumps(config))
+    used = {e.source for e in weight_map(npsqueeze.Config.from_dict(config), "sequence")}
+
+    def load_and_run(path: Path) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model = npsqueeze.from_pretrained(path)
+            except NpsqueezeError as e:
+                assert layers > held or "holds" in str(e) and any(f"tensor {n} holds" in str(e) for n in broken & used), e
+                raise
+        assert (layers > held or not broken & used) and [str(w.message).count("\n") for w in caught] in ([], [0])
+        assert len(caught) == (held > layers and path == folder)  # a converted folder holds only the layers it runs
+        assert np.isfinite(model(np.ones((1, 4), np.int64)).logits).all()
+    bounded(lambda: load_and_run(folder))
+    out = tmp / "out"
+    shutil.rmtree(out, ignore_errors=True)  # the last example's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bounded(lambda: convert(folder, out, dtype, force=True))
+    if out.is_dir():
+        bounded(lambda: load_and_run(out))
+
+
+CASES = {"safetensors": safetensors_headers, "pickle": pickle_streams, "config": config_values,
+         "weights": weight_values}
 
 
 def run(case: str, tmp: str) -> None:

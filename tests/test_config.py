@@ -45,6 +45,10 @@ SQUEEZEBERT = json.loads((WEIGHTS_DIR / "squeezebert-uncased" / "config.json").r
     ({"id2label": {"0": 5}}, "config: id2label must map label ids to names (strings)"),
     ({"id2label": {"9" * 5000: "x"}}, "config: id2label must map label ids (integers) to names"),
     ({"embedding_size": 512}, "embedding_size != hidden_size is not supported"),
+    # shapes the weights cannot have (transformers refuses them too: test_weights_checks.py)
+    ({"num_attention_heads": 5}, "config: hidden_size 768 is not a multiple of num_attention_heads 5"),
+    ({"intermediate_groups": 5}, "config: intermediate_groups=5 does not divide the 768 input and 3072 output channels"),
+    ({"output_groups": 7}, "config: output_groups=7 does not divide the 3072 input and 768 output channels"),
 ])
 def test_bad_config_values(change, message):
     with pytest.raises(NpsqueezeError) as e:
@@ -126,3 +130,28 @@ def test_non_path_arguments(bad):
                  lambda p: npsqueeze.pipeline("fill-mask", p)):
         with pytest.raises(NpsqueezeError, match=f"a checkpoint folder is a path .*, got {type(bad).__name__}$"):
             load(bad)
+
+
+SETTINGS = ["config.json", "tokenizer_config.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json",
+            "model.safetensors.index.json", "special_tokens_map.json"]
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_a_settings_file_of_1_gib_is_refused_within_bounds(folder, tmp_path, name):
+    """Checked before reading: exit 2 and one line, within 10 s and 400 MB (a sparse file: no disk used)."""
+    copy = tmp_path / "ckpt"
+    shutil.copytree(folder, copy)
+    (copy / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (copy / "1_Pooling").mkdir()
+    (copy / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    if name == "model.safetensors.index.json":
+        (copy / "model.safetensors").unlink()
+    with open(copy / name, "wb") as f:
+        f.truncate(1 << 30)
+    message = f"{copy / name}: over 8 MB, too large for a settings file"
+    if name != "special_tokens_map.json":  # which loading does not read
+        assert_one_line(cli_bounded("embed", copy, "hello world"), message, prefix="npsqueeze embed: error: ")
+    assert_one_line(cli_bounded("convert", copy, tmp_path / "out"), message, prefix="npsqueeze convert: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # convert wrote nothing

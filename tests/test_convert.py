@@ -184,10 +184,15 @@ def sha256(path: Path) -> str:
 def test_metadata_and_side_files(built, tmp_path):
     src, _ = built("squeezebert", "token", "bin")
     shutil.copytree(src, tmp_path / "src")
-    side = ["1_Pooling/config.json", "config.json", "vocab.txt"]
-    for name in side[::2] + [".cache/huggingface/x.json", "notes.md"]:
+    side = ["1_Pooling/config.json", "config.json", "modules.json", "vocab.txt"]
+    modules = json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"},
+                          {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    # only the files loading reads are copied: not other JSON or text files, nor unlisted module folders
+    for name in ["1_Pooling/config.json", "vocab.txt", ".cache/huggingface/x.json", "notes.md", "other.json",
+                 "data.txt", "3_Dense/config.json"]:
         (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "src" / name).write_text(name)
+        (tmp_path / "src" / name).write_text(json.dumps(name))
+    (tmp_path / "src" / "modules.json").write_text(modules)
     convert(tmp_path / "src", tmp_path / "out")
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == sorted([*side, CONVERTED])
@@ -353,6 +358,16 @@ def huge_bias(folder: Path, ref) -> None:
     edit_state(folder, ref, lambda s: s.update({"transformer.pooler.dense.bias": torch.full((96,), 1e6)}))
 
 
+def nan_query(folder: Path, ref) -> None:
+    def edit(state):
+        state["transformer.encoder.layers.0.attention.query.weight"][0, 5, 0] = float("nan")
+    edit_state(folder, ref, edit)
+
+
+def inf_word_embedding(folder: Path, ref) -> None:  # one row +Inf: every score NaN, before
+    edit_state(folder, ref, lambda s: s["transformer.embeddings.word_embeddings.weight"][7].fill_(float("inf")))
+
+
 def no_weights(folder: Path, ref) -> None:
     (folder / "pytorch_model.bin").unlink()
 
@@ -374,6 +389,10 @@ BAD = {  # name -> (edit(folder, torch model), what the error says; {bin} is the
     "bfloat16": (bfloat16_bias, "{bin}: tensor transformer.pooler.dense.bias has type torch.BFloat16Storage, which "
                  "npsqueeze does not read"),
     "float16 overflow": (huge_bias, "{bin}: tensor pooler.dense.bias overflows float16"),
+    "NaN weight": (nan_query, "{bin}: tensor encoder.layers.0.attention.query.weight holds NaN (1 of 4,608 values, "
+                   "the first at index (0, 5, 0)): the checkpoint is broken"),
+    "Inf embedding": (inf_word_embedding, "{bin}: tensor embeddings.word_embeddings.weight holds Inf (96 of 20,256 "
+                      "values, the first at index (7, 0)): the checkpoint is broken"),
     "memo bomb": (memo_bomb, "{bin}: holds a list, not a state dict of tensors"),
     "more layers than held": (edit_config(num_hidden_layers=1000), "{bin}: config.json says num_hidden_layers=1000, "
                               "but the checkpoint holds 2 layer(s)"),

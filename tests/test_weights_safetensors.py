@@ -13,6 +13,7 @@ from safetensors.numpy import load_file, save, save_file
 
 from npsqueeze import NpsqueezeError
 from npsqueeze.weights import SAFETENSORS_DTYPES, safetensors_file
+from bounded import api_bounded
 from checkpoints import minilm_path
 from optional import HealthCheck, given, settings, st
 
@@ -200,3 +201,17 @@ def test_fuzz_structured_header(tmp_path, header, metadata, data_len):
         assert list(a.shape) == info["shape"] and a.dtype == SAFETENSORS_DTYPES[info["dtype"]]
         begin, end = info["data_offsets"]
         assert a.tobytes() == b"\1" * (end - begin)
+
+
+def test_a_header_claiming_hundreds_of_megabytes_is_refused_within_bounds(tmp_path):
+    """Checked before a byte of it is read: exit within 10 s and 400 MB (sparse files: no disk used)."""
+    paths = []
+    for size in (9 << 20, 300 << 20):  # just over the bound, and far over
+        path = tmp_path / f"{size}.safetensors"
+        with open(path, "wb") as f:
+            f.write((size - 8).to_bytes(8, "little") + b'{"a": ' + b" " * 100)
+            f.truncate(size)
+        paths.append(path)
+    got = api_bounded("lambda path: npsqueeze.weights.safetensors_file(__import__('pathlib').Path(path))", *paths)
+    assert got == [f"{path}: not a valid safetensors file: a header of {path.stat().st_size - 8:,} bytes"
+                   for path in paths]

@@ -7,6 +7,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
 
 import numpy as np
@@ -439,3 +440,62 @@ def test_shapes_numpy_cannot_make(tmp_path, shape, stride, message, legacy):
     with pytest.raises(NpsqueezeError, match=message) as e:
         read_torch_bin(path)
     assert str(e.value).startswith(f"{path}: tensor t: ") and "\n" not in str(e.value)
+
+
+# --- metadata claiming gigabytes: refused before it is read ------------------------------------------
+
+def sparse(path, head: bytes, size: int):
+    """`head`, then zeros up to `size` bytes, which take no disk."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+def legacy_head() -> bytes:
+    return b"".join([pickle.dumps(LEGACY_MAGIC, 2), pickle.dumps(LEGACY_PROTOCOL, 2),
+                     pickle.dumps({"protocol_version": LEGACY_PROTOCOL, "little_endian": True}, 2)])
+
+
+def many_members(path, n: int):
+    """A zip64 archive whose directory lists `n` members (all the same one-byte file): ZipFile builds
+    an entry for each when it opens the archive."""
+    local = b"PK\x03\x04" + struct.pack("<HHHHHIIIHH", 20, 0, 0, 0, 0, 0, 0, 0, 1, 0) + b"a"
+    entry = b"PK\x01\x02" + struct.pack("<HHHHHHIIIHHHHHII", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"a"
+    end64 = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, n, n, len(entry) * n, len(local))
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, len(local) + len(entry) * n, 1)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    path.write_bytes(local + entry * n + end64 + locator + end)
+    return path
+
+
+def big_pickle(path, size: int):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02X" + (size).to_bytes(4, "little") + b"a" * size + b".")
+    return path
+
+
+METADATA_BOMBS = {  # name -> (write(path), what the message says)
+    "legacy string of 150 MB": (lambda p: sparse(p, legacy_head() + b"\x80\x02X" + (150 << 20).to_bytes(4, "little"),
+                                                 160 << 20), "a pickle of over 16 MB: too large for a state dict"),
+    "legacy line of 150 MB": (lambda p: sparse(p, legacy_head() + b"\x80\x02c", 150 << 20),
+                              "a pickle text line of over 1000 bytes"),
+    "zip of a million members": (lambda p: many_members(p, 1_000_000),
+                                 "a zip archive of 1,000,000 members: more than the 100,000 of a checkpoint"),
+    "data.pkl of 17 MB": (lambda p: big_pickle(p, 17 << 20), "archive/data.pkl is over 16 MB"),
+}
+
+
+def test_metadata_claiming_gigabytes_is_refused_within_bounds(tmp_path):
+    """Each used to be read whole (a string of 150 MB, a directory of a million entries, 6 s)."""
+    paths = [write(tmp_path / f"{i}.bin") for i, (write, _) in enumerate(METADATA_BOMBS.values())]
+    for (name, (_, message)), path, got in zip(METADATA_BOMBS.items(), paths, api_bounded(READ, *paths, seconds=3)):
+        assert got and got.startswith(f"{path}: ") and message in got and "\n" not in got, (name, got)
+
+
+def test_a_pickle_just_under_the_bounds_still_reads(tmp_path):
+    # before the state dict: a string of 15 MB and a text line of 1000 bytes (PUT of a 999-digit index), popped
+    filler = b"X" + (15 << 20).to_bytes(4, "little") + b"a" * (15 << 20) + b"0" + b"]p" + b"1" * 999 + b"\n0"
+    good = dumps(state_dict(t=tensor(storage("0", 12), 0, (3,), (1,))))
+    path = write_zip(tmp_path / "x.bin", good[:2] + filler + good[2:], {"0": FLOATS})
+    assert read_torch_bin(path)["t"].tolist() == [0.0, 1.0, 2.0]

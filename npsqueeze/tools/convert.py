@@ -1,12 +1,15 @@
 """`npsqueeze convert SRC DST`: an HF checkpoint -> a folder npsqueeze memory-maps in no time.
 
 SRC is an HF checkpoint folder (pytorch_model.bin or model.safetensors, sharded or not) or a hub id.
-DST gets SRC's JSON and text files (config, tokenizer, sentence-transformers settings) and
+DST gets the files besides weights that loading reads (`SIDE_FILES`: config, tokenizer,
+sentence-transformers settings; links followed only inside the checkpoint or its HF cache) and
 `weights.CONVERTED`: one safetensors file holding every tensor the config defines that SRC has (the
 base model and any head, so every class loads it), under the engine's names and in its layout (1x1
 convolutions per group, [G, K/G, C/G]), with the sha256 of the inputs in its metadata. DST appears
 complete or not at all, and `--force` swaps the new folder in atomically (Linux; elsewhere the old
 folder stays recoverable, and the next run restores it); what a killed run left is cleaned up later.
+Of two runs writing one new DST at once, one writes it and the other fails (with --force, the last
+to finish wins). A DST that is a symbolic link is refused.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from safetensors.numpy import save
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, NpsqueezeError
+from ..config import Config, NpsqueezeError, read_json
 from ..modeling import ARCHITECTURES, model_class
-from ..weights import (CONVERTED, FORMAT, Entry, check_layers, engine_tensors, load_params, read_checkpoint,
-                      safetensors_file, strip_prefix, weight_files, weight_map)
+from ..pipelines import module_folder
+from ..weights import (CONVERTED, FORMAT, Entry, all_finite, check_layers, engine_tensors, load_params,
+                      read_checkpoint, safetensors_file, strip_prefix, weight_files, weight_map)
+from .infer import warnings_to_stderr
 
 # What HF checkpoints carry besides weights: buffers, and the MLM decoder's copies of weights tied
 # to others (its weight is the word embeddings unless the config unties it, its bias cls.predictions.bias).
@@ -50,7 +55,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    ignored = convert(args.src, args.dst, args.dtype, args.force)
+    with warnings_to_stderr(args.command):  # a checkpoint's layers the config leaves out: one line
+        ignored = convert(args.src, args.dst, args.dtype, args.force)
     if ignored:
         print(f"npsqueeze convert: left out {len(ignored)} tensor(s) npsqueeze does not use: "
               + ", ".join(ignored), file=sys.stderr)
@@ -67,6 +73,7 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "float32", force: boo
     folder = resolve(str(src))
     dst = Path(dst).absolute()
     check_destination(folder, dst, force)
+    sides = side_files(folder)
     cfg = Config.from_file(folder)
     head = model_class(cfg, folder).head
     files = [folder / "config.json", *weight_files(folder)]
@@ -81,7 +88,7 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "float32", force: boo
         params = engine_tensors(tensors, entries, where)
         stored = {e.name: storage(params[e.name], dtype, f"{where}: tensor {e.source}") for e in entries}
         bar.update()
-        write(folder, dst, stored, metadata, cfg, head)
+        write(folder, sides, dst, stored, metadata, cfg, head, force)
         bar.update()
     return sorted(set(tensors) - {e.source for e in entries} - HARMLESS)
 
@@ -111,6 +118,8 @@ def resolve(src: str) -> Path:
 
 
 def check_destination(folder: Path, dst: Path, force: bool) -> None:
+    if dst.is_symlink():  # replacing it would replace the link, not what it points to
+        raise NpsqueezeError(f"{dst} is a symbolic link: convert into the folder it points to, or remove the link")
     if dst.exists() and not force:
         raise NpsqueezeError(f"{dst} exists: pass --force to replace it")
     if dst.exists() and not dst.is_dir():
@@ -145,29 +154,27 @@ def storage(t: np.ndarray, dtype: str, what: str) -> np.ndarray:
         return t
     with np.errstate(over="ignore"):  # reported below, by name
         h = t.astype(np.float16)
-    if np.isfinite(t).all() and not np.isfinite(h).all():
+    if not all_finite(h):  # `t` is finite (engine_tensors refuses NaN and Inf)
         raise NpsqueezeError(f"{what} overflows float16 (|x| up to {np.abs(t).max():.3g}): "
                              "convert with --dtype float32")
     return h
 
 
-def write(folder: Path, dst: Path, stored: dict[str, np.ndarray], metadata: dict[str, str], cfg: Config,
-          head: str | None) -> None:
-    """Write DST under a hidden name next to it, read it back, then move it into place.
+def write(folder: Path, sides: list[str], dst: Path, stored: dict[str, np.ndarray], metadata: dict[str, str],
+          cfg: Config, head: str | None, force: bool) -> None:
+    """Write DST (`stored` and the side files of `folder`) under a hidden name next to it, read it
+    back, then move it into place.
 
     The hidden name carries this process's id, so that a later run can tell the folders of runs
-    that died (`clean_stale`) from those of runs still going. With --force the new folder and the
-    old swap places in one step, so DST is always the old folder or the new one; where the system
-    cannot swap, the old folder is renamed aside first, and restored by the next run if this one dies
-    before the new folder is in place.
+    that died (`clean_stale`) from those of runs still going. See `move_into_place` for the last step.
     """
     clean_stale(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
     try:
-        for path in side_files(folder, dst):
-            (tmp / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, tmp / path.relative_to(folder))
+        for name in sides:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / name, tmp / name)
         with open(tmp / CONVERTED, "wb") as f:  # not save_file: it ignores the umask
             f.write(save(stored, metadata=metadata))
             os.fsync(f.fileno())  # on disk before the rename makes it visible
@@ -177,40 +184,96 @@ def write(folder: Path, dst: Path, stored: dict[str, np.ndarray], metadata: dict
         if meta != metadata or written.keys() != stored.keys() or not all(
                 same_bits(written[k], a) for k, a in stored.items()):
             raise NpsqueezeError(f"{dst / CONVERTED}: the file written did not read back identical")
-        if not dst.exists():
-            tmp.rename(dst)
-        elif exchange(tmp, dst):  # --force: tmp now holds the old folder
-            crash_point("swapped")
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            old = tmp.with_suffix(".old")
-            dst.rename(old)
-            crash_point("moved aside")
-            try:
-                tmp.rename(dst)
-            except BaseException:
-                old.rename(dst)
-                raise
-            crash_point("swapped")
-            shutil.rmtree(old, ignore_errors=True)
+        move_into_place(tmp, dst, force)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise
 
 
-def exchange(a: Path, b: Path) -> bool:
-    """Swap two folders' names in one step (Linux's renameat2 with RENAME_EXCHANGE); False where the
-    system or the file system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
-    if renameat2 is None:
+def move_into_place(tmp: Path, dst: Path, force: bool) -> None:
+    """Rename the complete folder `tmp` to `dst`, checking again at that moment what `dst` is.
+
+    A new `dst` is never put over one that appeared while this run converted (another run's): without
+    --force that is an error, with it the swap below. With --force, the new folder and the old swap
+    places in one step, so DST is always the old folder or the new one; where the system cannot swap,
+    the old folder is renamed aside first, and restored by the next run if this one dies before the
+    new folder is in place.
+    """
+    while True:
+        try:
+            if not os.path.lexists(dst):
+                return rename_new(tmp, dst)
+        except FileExistsError:
+            pass
+        if not force:
+            raise NpsqueezeError(f"{dst} exists (written while this run converted): pass --force to replace it")
+        if exchange(tmp, dst):  # tmp now holds the old folder
+            crash_point("swapped")
+            return remove(tmp)
+        old = tmp.with_suffix(".old")
+        try:
+            dst.rename(old)
+        except FileNotFoundError:  # removed in the meantime by another run: start again
+            continue
+        crash_point("moved aside")
+        try:
+            tmp.rename(dst)
+        except BaseException:
+            old.rename(dst)
+            raise
+        crash_point("swapped")
+        return remove(old)
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2's flags (linux/fs.h)
+
+
+def renameat2(a: Path, b: Path, flag: int) -> bool:
+    """Linux's renameat2(a, b, flag); False where the system or the file system does not offer it."""
+    call = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if call is None:
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    at_fdcwd = -100
+    if call(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flag) == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
-    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
+    raise OSError(code, os.strerror(code), str(a), None, str(b))  # FileExistsError for EEXIST...
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two folders' names in one step; False where the system cannot."""
+    try:
+        return renameat2(a, b, RENAME_EXCHANGE)
+    except FileNotFoundError:  # b was removed meanwhile
+        return False
+
+
+def rename_new(a: Path, b: Path) -> None:
+    """Rename folder `a` to `b`, or raise FileExistsError if `b` exists, even if it appeared a moment
+    ago: in one step with RENAME_NOREPLACE; elsewhere `b` is first created empty, which fails if it
+    exists, then replaced by `a` (a POSIX rename replaces an empty folder; Windows' never replaces)."""
+    if renameat2(a, b, RENAME_NOREPLACE):
+        return
+    if os.name != "nt":
+        os.mkdir(b)
+    try:
+        os.rename(a, b)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):  # filled by a run with --force meanwhile
+            raise FileExistsError(e.errno, e.strerror, str(b)) from None
+        if os.name != "nt":
+            os.rmdir(b)
+        raise
+
+
+def remove(path: Path) -> None:
+    """Delete a folder of ours, or the link or file that took its name (never what a link points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 STALE = r"\.{name}\.(\d+)-[0-9a-f]{{8}}\.(tmp|old)"  # the hidden folders of `write`: .DST.<pid>-<hex>.tmp
@@ -225,15 +288,15 @@ def clean_stale(dst: Path) -> None:
     pattern = re.compile(STALE.format(name=re.escape(dst.name)))
     for path in sorted(dst.parent.iterdir(), key=lambda p: p.suffix != ".old"):  # restore before removing
         m = pattern.fullmatch(path.name)
-        if not m or path.is_symlink() or not path.is_dir() or alive(int(m.group(1))):
+        if not m or not (path.is_symlink() or path.is_dir()) or alive(int(m.group(1))):
             continue
-        if m.group(2) == "old" and not dst.exists():
+        if m.group(2) == "old" and not path.is_symlink() and not os.path.lexists(dst):
             try:
-                path.rename(dst)
+                rename_new(path, dst)
                 continue
             except OSError:  # another run restored it first
                 pass
-        shutil.rmtree(path, ignore_errors=True)
+        remove(path)
 
 
 def alive(pid: int) -> bool:
@@ -252,11 +315,36 @@ def crash_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def side_files(folder: Path, dst: Path) -> list[Path]:
-    """SRC's JSON and text files but the shard index: config, tokenizer, sentence-transformers settings."""
-    return sorted(p for p in folder.rglob("*") if p.suffix in (".json", ".txt") and p.is_file()
-                  and not p.name.endswith(".index.json") and dst not in p.absolute().parents
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # e.g. hf's .cache
+# The files besides weights that loading reads, copied to DST: the config, the tokenizer's, and
+# sentence-transformers' settings (plus the config.json in each folder modules.json names, e.g. 1_Pooling).
+SIDE_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+              "added_tokens.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def side_files(folder: Path) -> list[str]:
+    """The SIDE_FILES `folder` holds, as paths relative to it; the settings among them checked to be
+    JSON within the size loading accepts (config.MAX_JSON_BYTES).
+
+    One that is a symbolic link is copied only if it points inside the checkpoint: into the folder, or,
+    in a Hugging Face cache snapshot (.../models--ORG--NAME/snapshots/REVISION/, where every file is
+    a link), into that cache's blobs/. A link to anywhere else is refused: it would copy a file from
+    outside the checkpoint into DST.
+    """
+    modules = read_json(folder / "modules.json", list) or []
+    names = [*SIDE_FILES, *(str(module_folder(folder, m["path"]).relative_to(folder) / "config.json")
+                            for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str) and m["path"])]
+    inside = [folder.resolve()]
+    if folder.parent.name == "snapshots":
+        inside.append((folder.parent.parent / "blobs").resolve())
+    files = [name for name in dict.fromkeys(names) if (folder / name).is_file()]
+    for name in files:
+        target = (folder / name).resolve()
+        if not any(target.is_relative_to(root) for root in inside):
+            raise NpsqueezeError(f"{folder / name} is a link to {target}, outside the checkpoint: convert does "
+                                 "not copy it (copy the file into the folder if it belongs to the model)")
+        if name.endswith(".json") and name != "tokenizer.json":  # settings: read as loading reads them, bounded
+            read_json(folder / name, object)
+    return files
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

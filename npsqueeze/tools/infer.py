@@ -133,8 +133,9 @@ def record(i: Input, **result) -> dict:
 def load(task, args):
     """The task's pipeline on args.model; a progress bar only for a person watching stderr."""
     settings = {} if args.max_length is None else {"max_length": args.max_length}  # else the checkpoint's
-    return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty(),
-                                threads=args.threads, workers=args.workers, **settings)
+    with warnings_to_stderr(args.command):  # e.g. layers the config leaves out
+        return task.from_pretrained(args.model, batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                    threads=args.threads, workers=args.workers, **settings)
 
 
 @contextmanager
