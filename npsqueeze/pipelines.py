@@ -31,7 +31,8 @@ from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, s
 from .model import ModelOutput, SqueezeBertModel, from_pretrained, mlm_head
 from .ops import softmax
 from .parallel import call, set_threads, stop, worker_pool
-from .tokenizer import MAX_READ, Tokenizer, as_batch
+from .prefixes import MAX_READ, prefixes
+from .tokenizer import Tokenizer, as_batch
 from .weights import HEADS
 
 
@@ -135,8 +136,8 @@ class Pipeline:
         `batch` is a packed batch (see `pack`); `fn` returns one result per sequence. The Encodings
         give each input's tokens, offsets, length.
         """
-        heads = self.tokenizer.heads(texts, pairs, self.max_length)  # a long text is read only as far as needed
-        encodings = self.tokenizer.encode(*heads, self.max_length, self.truncation)
+        cut = prefixes(self.tokenizer, texts, pairs, self.max_length)  # a long text is read only as far as needed
+        encodings = self.tokenizer.encodings(*cut, self.max_length, self.truncation)
         truncated = [i + 1 for i, e in enumerate(encodings) if e.overflowing]
         if truncated:
             shown = ", ".join(map(str, truncated[:10])) + (", ..." if len(truncated) > 10 else "")
@@ -454,7 +455,7 @@ class QuestionAnswering(Pipeline):
         stride = min(self.max_length // 2, 128) if doc_stride is None else doc_stride
         check_count("doc_stride", stride, least=0)
         self.check_room(questions, stride)
-        encodings = self.tokenizer.encode(questions, contexts, self.max_length, self.truncation, stride)
+        encodings = self.tokenizer.encodings(questions, contexts, self.max_length, self.truncation, stride)
         windows = [(i, w) for i, e in enumerate(encodings) for w in (e, *e.overflowing)]
         logits = self.batches(self.start_end, [w for _, w in windows])
         best: list[dict] = [{} for _ in questions]  # per input: (start, end) -> its best span
@@ -475,8 +476,8 @@ class QuestionAnswering(Pipeline):
         Checked on the questions alone, before the pairs are encoded: there, tokenizers would abort
         with a Rust panic and a backtrace."""
         special = self.tokenizer.num_special_tokens[True]
-        questions = self.tokenizer.heads(questions, None, self.max_length)[0]  # a long one is read only in part
-        for i, e in enumerate(self.tokenizer.encode(questions)):
+        questions = prefixes(self.tokenizer, questions, None, self.max_length)[0]  # a long one is read only in part
+        for i, e in enumerate(self.tokenizer.encodings(questions)):
             n = sum(s == 0 for s in e.sequence_ids)  # the question's tokens
             room = self.max_length - special - n
             if room <= stride:

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordPiece
 
 from .config import WEIGHTS_DIR, NpsqueezeError, checkpoint_folder, read_json
+from .prefixes import prefixes
 
 SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
            "mask_token": "[MASK]"}  # BERT's, unless tokenizer_config.json names others
@@ -31,14 +32,15 @@ TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_fir
 PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None,
            "do_not_pad": None}
 MAX_INPUT_CHARS_PER_WORD = 100  # a longer word becomes [UNK], as in BERT
-MAX_READ = 1 << 20  # characters of a text tokenized to find its first tokens (tokenizers takes ~65 bytes each)
+MAX_COPIES = 16  # truncating backends kept per Tokenizer, one per (max_length, stride, strategy)
 
 
 class Tokenizer:
     """Text -> `input_ids`, `attention_mask`, `token_type_ids` (int64 [batch, seq]), and ids -> text.
 
-    `backend` is a `tokenizers.Tokenizer` (normalizer, pre-tokenizer, WordPiece model, post-processor);
-    truncation and padding are set per call, never taken from the backend.
+    `backend` is a `tokenizers.Tokenizer` (normalizer, pre-tokenizer, WordPiece model, post-processor),
+    never changed after construction: it neither truncates nor pads. Truncation is asked per call,
+    padding done here; threads may share one Tokenizer.
     """
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str] = SPECIAL,
@@ -46,6 +48,8 @@ class Tokenizer:
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
+        self.copies: dict[tuple, Backend] = {}  # (max_length, stride, strategy) -> a backend that truncates so
+        self.lock = threading.Lock()  # guards `copies`
         self.model_max_length = model_max_length
         for name, token in special_tokens.items():
             setattr(self, name, token)
@@ -84,8 +88,9 @@ class Tokenizer:
 
     # --- text -> ids ---------------------------------------------------------------------------
 
-    def encode(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
-               max_length: int | None = None, truncation: bool | str = False, stride: int = 0) -> list[Encoding]:
+    def encodings(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
+                  max_length: int | None = None, truncation: bool | str = False, stride: int = 0,
+                  add_special_tokens: bool = True) -> list[Encoding]:
         """Tokenize without padding: one `tokenizers.Encoding` per text (ids, type ids, offsets, ...).
 
         An Encoding whose `overflowing` is non-empty was truncated: `overflowing` holds the rest, cut
@@ -95,73 +100,31 @@ class Tokenizer:
         texts, pairs = as_batch(text, text_pair)
         if not isinstance(truncation, (bool, str)) or truncation not in TRUNCATION:
             raise NpsqueezeError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
-        if TRUNCATION[truncation] is None:
-            self.backend.no_truncation()
-        else:
+        backend = self.backend
+        if TRUNCATION[truncation] is not None:
             max_length = self.check_max_length(max_length, pairs is not None)
-            self.backend.enable_truncation(max_length, stride=stride, strategy=TRUNCATION[truncation])
+            backend = self.truncating(max_length, stride, TRUNCATION[truncation])
         inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
         with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first, lone surrogates
-            return self.backend.encode_batch(inputs)
+            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
 
-    def heads(self, texts: list[str], pairs: list[str | None] | None, max_length: int
-              ) -> tuple[list[str], list[str | None] | None]:
-        """Each text (and pair) cut to the start that decides its first `max_length` tokens (`head`):
-        encoding the cut texts truncated to `max_length` gives the tokens, offsets and truncation of the
-        whole texts, but tokenizes only as much of a long text as the limit needs.
+    def truncating(self, max_length: int, stride: int, strategy: str) -> Backend:
+        """A copy of the backend that truncates so, made on first use and never changed after.
 
-        A pair too long for the limit gives its longer text one token more when the room is odd, so
-        a text is cut only where it stays longer, in tokens, than its partner.
+        tokenizers reads truncation from the backend object, and a call lets other threads run while
+        it encodes: setting truncation on a shared backend per call would hand one thread's settings
+        to another. So each setting gets a backend of its own.
         """
-        cut, cut_pairs = [], []
-        for i, (t, p) in enumerate(zip(texts, pairs or [None] * len(texts))):
-            what = f"input {i + 1}"
-            t_head = self.head(t, max_length, what)
-            p_head = p if p is None else self.head(p, max_length, what)
-            if p is None or (t_head is t and p_head is p):
-                pass
-            elif t_head is t or p_head is p:  # one is cut: it must keep more tokens than the other has
-                whole = t if t_head is t else p
-                if (n := self.count(whole)) >= max_length:
-                    t_head, p_head = (t, self.head(p, n, what)) if whole is t else (self.head(t, n, what), p)
-            elif max(len(t), len(p)) <= MAX_READ:  # both long: only the whole texts tell which is longer
-                t_head, p_head = t, p
-            else:
-                raise NpsqueezeError(f"{what}: a pair of texts both longer than the model's limit, one of "
-                                     f"over {MAX_READ:,} characters: npsqueeze does not tokenize such a pair")
-            cut.append(t_head)
-            cut_pairs.append(p_head)
-        return cut, None if pairs is None else cut_pairs
-
-    def head(self, text: str, tokens: int, what: str = "a text") -> str:
-        """The start of `text` whose tokens begin with the whole text's first `tokens`; `text` if short.
-
-        Prefixes 4x longer each time are tokenized until two consecutive ones agree on more than
-        `tokens` tokens, ids and offsets: only the words a cut crosses tokenize differently, so the
-        text past the shorter prefix cannot change those tokens. A text whose first MAX_READ characters
-        do not settle them (a long run of spaces, one huge word) is refused rather than tokenized whole:
-        over 10 MB, tokenizers takes gigabytes and minutes.
-        """
-        n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
-        before, cut = [], 0
-        while n < len(text):
-            self.backend.no_truncation()
-            with library_errors("cannot tokenize"):
-                e = self.backend.encode(text[:n], add_special_tokens=False)
-            now = list(zip(e.ids, e.offsets))
-            if next((i for i, (a, b) in enumerate(zip(before, now)) if a != b), len(before)) > tokens:
-                return text[:cut]
-            if n == MAX_READ:
-                raise NpsqueezeError(f"{what}: the first {MAX_READ:,} of its {len(text):,} characters do not settle "
-                                     f"its first {tokens} tokens (a long run of spaces, or a huge word?)")
-            before, cut, n = now, n, min(4 * n, MAX_READ)
-        return text
-
-    def count(self, text: str) -> int:
-        """How many tokens `text` has, special tokens aside."""
-        self.backend.no_truncation()
-        with library_errors("cannot tokenize"):
-            return len(self.backend.encode(text, add_special_tokens=False).ids)
+        key = max_length, stride, strategy
+        with self.lock:
+            if key not in self.copies:
+                with library_errors(f"cannot truncate to {max_length} tokens with stride {stride}"):
+                    copy = Backend.from_str(self.backend.to_str())
+                    copy.enable_truncation(max_length, stride=stride, strategy=strategy)
+                if len(self.copies) == MAX_COPIES:  # drop the oldest
+                    del self.copies[next(iter(self.copies))]
+                self.copies[key] = copy
+            return self.copies[key]
 
     def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
                  max_length: int | None = None, truncation: bool | str = False, padding: bool | str = False,
@@ -181,8 +144,8 @@ class Tokenizer:
         single = isinstance(text, str)
         if isinstance(truncation, (bool, str)) and TRUNCATION.get(truncation):  # read long texts only as far as needed
             texts, pairs = as_batch(text, text_pair)
-            text, text_pair = self.heads(texts, pairs, self.check_max_length(max_length, pairs is not None))
-        encodings = self.encode(text, text_pair, max_length, truncation)
+            text, text_pair = prefixes(self, texts, pairs, self.check_max_length(max_length, pairs is not None))
+        encodings = self.encodings(text, text_pair, max_length, truncation)
         length = None
         if PADDING[padding] == "max_length":
             length = self.check_max_length(max_length, text_pair is not None)

@@ -17,6 +17,7 @@ from optional import given, settings, st, transformers
 from checkpoints import minilm_path
 from npsqueeze import NpsqueezeError, Tokenizer
 from npsqueeze.config import WEIGHTS_DIR
+from npsqueeze.prefixes import prefixes
 
 VOCAB = WEIGHTS_DIR / "vocab.txt"
 
@@ -365,12 +366,12 @@ def test_bad_calls(tok):
 def assert_heads_exact(tok, texts, pairs, max_length, truncation=True):
     """Encoding the heads truncated gives what encoding the whole texts truncated gives, or its error."""
     try:
-        whole = tok.encode(texts, pairs, max_length, truncation)
+        whole = tok.encodings(texts, pairs, max_length, truncation)
     except NpsqueezeError as e:  # e.g. only_second with a short second text
         with pytest.raises(NpsqueezeError, match=re.escape(str(e))):
-            tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+            tok.encodings(*prefixes(tok, texts, pairs, max_length), max_length, truncation)
         return
-    cut = tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+    cut = tok.encodings(*prefixes(tok, texts, pairs, max_length), max_length, truncation)
     for w, c in zip(whole, cut, strict=True):
         assert (c.ids, c.type_ids, c.offsets, bool(c.overflowing)) == (w.ids, w.type_ids, w.offsets,
                                                                         bool(w.overflowing))
@@ -414,14 +415,14 @@ def test_heads_property(tok, text, pair, max_length):
 
 def test_what_heads_cut(tok):
     long = "The quick brown fox jumps over the lazy dog. " * 250_000  # 11 MB: read 32 KB of it
-    text, = tok.heads([long], None, 512)[0]
+    text, = prefixes(tok, [long], None, 512)[0]
     assert len(text) == 8192 and long.startswith(text)
-    assert tok.heads(["short"], ["pair"], 512) == (["short"], ["pair"])
+    assert prefixes(tok, ["short"], ["pair"], 512) == (["short"], ["pair"])
     with pytest.raises(NpsqueezeError, match=r"input 2: the first 1,048,576 of its 2,000,001 characters do not "
                                              r"settle its first 512 tokens \(a long run of spaces, or a huge word\?\)"):
-        tok.heads(["fine", "a" + " " * 2_000_000], None, 512)
+        prefixes(tok, ["fine", "a" + " " * 2_000_000], None, 512)
     with pytest.raises(NpsqueezeError, match="input 1: a pair of texts both longer than the model's limit"):
-        tok.heads([long], [long], 512)
+        prefixes(tok, [long], [long], 512)
 
 
 # --- vocabularies and tokenizer.json files that do not fit ----------------------------------------
