@@ -199,7 +199,8 @@ def embedding_rows(args, texts: list[str]) -> tuple[list[dict], float]:
     from sentence_transformers import SentenceTransformer
 
     import npsqueeze
-    from npsqueeze.parallel import default_workers, set_threads
+    from npsqueeze.parallel import set_threads
+    from npsqueeze.workers import default_workers
 
     path = minilm()
     st = SentenceTransformer(str(path), device="cpu")

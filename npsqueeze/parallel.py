@@ -231,31 +231,3 @@ def side_by_side(parts: list):
         return tuple(side_by_side(list(p)) for p in zip(*parts))
     return np.concatenate(parts)
 
-
-def worker_pool(workers: int) -> Executor:
-    """A pool of `workers` fresh Python processes (spawned: no state or thread inherited from this one)
-    that ignore Ctrl-C: the parent stops them (see `stop`)."""
-    import multiprocessing  # here, as the pool: they take longer to import than a command takes to start
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-
-
-def stop(executor: Executor) -> None:
-    """Stop a pool now: cancel what waits, end the worker processes (Ctrl-C must leave nothing behind)."""
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(executor, "_processes", None) or {}).values()):  # ProcessPoolExecutor's
-        process.terminate()
-
-
-def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def call(task: bytes, *args):
-    """`pickle.loads(task)(*args)`: a task function sent pickled, so that whatever it needs (a worker's
-    pipeline, loaded once per process) is loaded while the task runs, and a failure comes back as the
-    task's own exception instead of breaking the pool."""
-    return pickle.loads(task)(*args)
