@@ -32,7 +32,8 @@ import numpy as np
 from tokenizers import Encoding
 
 from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown
-from .model import ModelOutput, SqueezeBertModel, from_pretrained, mlm_head
+from .model import mlm_head, sequence_starts
+from .modeling import ModelOutput, SqueezeBertModel, from_pretrained
 from .ops import softmax
 from .parallel import using_threads
 from .prefixes import MAX_READ, prefixes
@@ -223,7 +224,7 @@ def pack(encodings: list[Encoding]) -> dict[str, np.ndarray]:
     lengths = np.array([len(e.ids) for e in encodings])
     return {"input_ids": np.concatenate([e.ids for e in encodings]).astype(np.int64),  # N x [W_n] -> [M]
             "token_type_ids": np.concatenate([e.type_ids for e in encodings]).astype(np.int64),
-            "lengths": lengths, "starts": np.cumsum(lengths) - lengths}
+            "lengths": lengths, "starts": sequence_starts(lengths)}
 
 
 def split(rows: np.ndarray, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
