@@ -24,7 +24,6 @@ import inspect
 import sys
 import warnings
 from concurrent.futures import Executor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -118,7 +117,7 @@ class Pipeline:
         the task's options given here hold for this call, over those given at construction."""
         call = self.settings(batch_size, max_length, progress)
         options = {**self.options, **self.check_options(options)}
-        with nullcontext() if self.threads is None else using_threads(self.threads):
+        with using_threads(self.threads):
             return self.predict(call, *args, **options)
 
     def predict(self, call: Call, inputs):
