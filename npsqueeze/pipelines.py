@@ -343,6 +343,8 @@ class TextClassification(Pipeline):
             raise NpsqueezeError(f"function_to_apply must be one of {', '.join(SCORES)}, got {function_to_apply!r}")
         single = isinstance(inputs, (str, dict))
         texts, pairs = text_pairs(inputs, text_pair)
+        if pairs is not None:  # transformers tokenizes each input alone, and drops a lone empty pair
+            pairs = [p or None for p in pairs]
         _, logits = self.run(call, self.logits, texts, pairs)
         scores = SCORES[(function_to_apply or self.default_function()).lower()](np.stack(logits))  # -> [N, labels]
         labels = self.labels()

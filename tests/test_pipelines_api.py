@@ -39,7 +39,8 @@ def test_classification_structures_with_one_element_lists(checkpoint, constructi
     folder, ref = checkpoint("squeezebert", "sequence", seed=2, id2label=NLI, label2id={v: k for k, v in NLI.items()})
     theirs = transformers.pipeline("text-classification", model=ref, tokenizer=hf_tokenizer(folder), **construction)
     ours = npsqueeze.pipeline("text-classification", folder, **construction)
-    for inputs in ("one text", ["one text"], ["one", "two"], [{"text": "a", "text_pair": "b"}]):
+    for inputs in ("one text", ["one text"], ["one", "two"], [{"text": "a", "text_pair": "b"}],
+                   {"text": "abc", "text_pair": ""}, [{"text": "abc", "text_pair": ""}, {"text": "a", "text_pair": "b"}]):
         for call in ({}, {"top_k": None}, {"top_k": 2}):
             assert_close_answers(ours(inputs, **call), theirs(inputs, **call))
 
