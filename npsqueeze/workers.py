@@ -78,7 +78,7 @@ class Workers:
 
     def recipe(self) -> tuple[Callable, tuple]:
         """What goes to a worker process in the pipeline's place (its `__reduce__`): `shared` and the
-        folder and settings to load it from, one thread each, rather than the model's arrays."""
+        folder and settings to load it from, rather than the model's arrays."""
         cls, path, settings = self.check_source()
         settings = {k: v for k, v in settings.items() if k not in ("progress", "workers", "executor", "threads")}
         return shared, (cls, path, settings)

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..config import NpsqueezeError, parse_json
-from ..pipelines import FillMask, Pipeline, SentenceEmbedding, TextClassification, cosine_similarity
+from ..pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
 from ..workers import Workers, default_workers
 from .cli import atomic_write
 
