@@ -34,7 +34,7 @@ TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_fir
 PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None,
            "do_not_pad": None}
 MAX_INPUT_CHARS_PER_WORD = 100  # a longer word becomes [UNK], as in BERT
-MAX_COPIES = 8  # truncating backends a Tokenizer keeps (a few MB each), one per (max_length, stride, strategy)
+MAX_COPIES = 16  # truncating backends a Tokenizer keeps (a few MB each), one per (max_length, stride, strategy)
 # Sizes checked before reading. The largest tokenizer.json on the Hub are tens of MB (vocabularies of
 # 250,000 tokens with merges); BERT's is 0.7 MB. The largest vocab.txt (LaBSE, 501,153 tokens) is 5 MB.
 MAX_TOKENIZER_JSON_BYTES = 64 << 20
@@ -229,7 +229,8 @@ class Tokenizer:
             a = np.full(shape, pad_value or 0, np.int64)  # no [PAD] token: nothing to pad (checked above)
             for i, e in enumerate(encodings):
                 values = getattr(e, attr)
-                a[i, :len(values)] = values
+                if len(values):  # an empty encoding has no offsets to place
+                    a[i, :len(values)] = values
             out[key] = a
         return out
 
