@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import threading
+import warnings
 from concurrent.futures import BrokenExecutor, Executor
 from typing import Callable, Iterable
 
@@ -100,7 +101,9 @@ def shared(cls: type, path: str, settings: dict):
     key = repr((cls, path, sorted(settings.items())))
     with _loading:
         if key not in _shared:
-            _shared[key] = cls.from_pretrained(path, **settings)
+            with warnings.catch_warnings():  # the caller warned when it loaded the same pipeline (e.g. layers left out)
+                warnings.simplefilter("ignore")
+                _shared[key] = cls.from_pretrained(path, **settings)
         return _shared[key]
 
 
