@@ -135,9 +135,13 @@ def worker_pool(workers: int) -> Executor:
 
 def stop(executor: Executor) -> None:
     """Stop a pool now: cancel what waits, end the worker processes (Ctrl-C must leave nothing behind)."""
+    manager = getattr(executor, "_executor_manager_thread", None)  # ProcessPoolExecutor's
+    processes = list((getattr(executor, "_processes", None) or {}).values())
     executor.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(executor, "_processes", None) or {}).values()):  # ProcessPoolExecutor's
+    for process in processes:
         process.terminate()
+    if manager is not None:  # once it has ended, the interpreter's exit finds its pipe closed, not closing
+        manager.join(10)  # (Python 3.11 then printed "Exception ignored ... Bad file descriptor")
 
 
 def default_workers() -> int:
