@@ -1,4 +1,4 @@
-"""More than one core: threads that share out a batch's sequences, and worker processes.
+"""More than one core in one process: threads that share out a batch's sequences, and BLAS's threads.
 
 NumPy runs the elementwise work of a forward pass (GELU, softmax, LayerNorm, adds: about half of its
 time) on one core, whatever BLAS does; only the matrix products use BLAS's threads. So a forward
@@ -11,21 +11,15 @@ it, runs on one thread, its matrix products on all of BLAS's threads.
 
 Threads still wait for each other: for the GIL between NumPy calls (which is why short inputs are
 not shared out), and at the end of each batch; on a machine whose other cores are busy, one
-descheduled thread stalls the rest. Worker processes do not: for large inputs, pipelines can use
-`workers` processes, each with one thread and its own share of the batches, so a busy core only
-slows the batches it holds. Workers load the checkpoint themselves; its safetensors weights are
-memory-mapped, so the processes share them.
+descheduled thread stalls the rest. Worker processes (workers.py) do not.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import pickle
-import signal
 import sys
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -187,31 +181,3 @@ def side_by_side(parts: list):
         return {k: side_by_side([p[k] for p in parts]) for k in first}
     return np.concatenate(parts)
 
-
-def worker_pool(workers: int) -> Executor:
-    """A pool of `workers` fresh Python processes (spawned: no state or thread inherited from this one)
-    that ignore Ctrl-C: the parent stops them (see `stop`)."""
-    import multiprocessing  # here, as the pool: they take longer to import than a command takes to start
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-
-
-def stop(executor: Executor) -> None:
-    """Stop a pool now: cancel what waits, end the worker processes (Ctrl-C must leave nothing behind)."""
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(executor, "_processes", None) or {}).values()):  # ProcessPoolExecutor's
-        process.terminate()
-
-
-def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def call(task: bytes, *args):
-    """`pickle.loads(task)(*args)`: a task function sent pickled, so that whatever it needs (a worker's
-    pipeline, loaded once per process) is loaded while the task runs, and a failure comes back as the
-    task's own exception instead of breaking the pool."""
-    return pickle.loads(task)(*args)

@@ -213,14 +213,14 @@ def one_process():
 def test_workers_give_the_same_embeddings_in_input_order(one_process):
     embed, want = one_process
     with_workers = npsqueeze.pipeline("sentence-embedding", minilm_path(), batch_size=2, workers=2)
-    with_workers.MIN_BATCHES_PER_WORKER = 1  # 4 batches: use the workers
+    with_workers.workers.MIN_BATCHES_PER_WORKER = 1  # 4 batches: use the workers
     try:
         for _ in range(2):  # the second call reuses the processes
             np.testing.assert_array_equal(with_workers(TEXTS), want)
-        assert "pool" in with_workers.started
+        assert with_workers.workers.pool is not None
     finally:
         with_workers.close()
-    assert not with_workers.started
+    assert with_workers.workers.pool is None
 
 
 @pytest.mark.parametrize("executor", [ThreadPoolExecutor, ProcessPoolExecutor])
@@ -231,7 +231,7 @@ def test_any_executor(one_process, executor):
         np.testing.assert_array_equal(embed(TEXTS), want)
         features = npsqueeze.pipeline("feature-extraction", minilm_path(), batch_size=3, return_tensors=True)
         want = features(TEXTS)
-        features.executor = pool
+        features.workers.executor = pool
         for got, w in zip(features(TEXTS), want, strict=True):  # [1, W_n, C] each
             np.testing.assert_array_equal(got, w)
 

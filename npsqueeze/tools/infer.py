@@ -21,8 +21,8 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..config import NpsqueezeError, parse_json
-from ..parallel import default_workers
-from ..pipelines import FillMask, Pipeline, SentenceEmbedding, TextClassification, cosine_similarity
+from ..pipelines import FillMask, SentenceEmbedding, TextClassification, cosine_similarity
+from ..workers import Workers, default_workers
 from .cli import atomic_write
 
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
@@ -58,7 +58,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, pairs: bool):
                              "threads wait for each other, and stall whenever another program holds a core)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes, one thread each, for inputs of at least "
-                             f"{Pipeline.MIN_BATCHES_PER_WORKER} batches per worker (default: one per core, "
+                             f"{Workers.MIN_BATCHES_PER_WORKER} batches per worker (default: one per core, "
                              f"{default_workers()} here)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON Lines, one object per input")
@@ -173,6 +173,8 @@ def run_fill_mask(args) -> None:
     fill = load(FillMask, args)
     with warnings_to_stderr(args.command):
         results = fill([i.text for i in inputs], top_k=args.top_k)
+    if len(inputs) == 1:  # as in transformers, one text in a list is answered as that text alone
+        results = [results]
     if args.json:
         return emit_json(record(i, predictions=r) for i, r in zip(inputs, results))
     for i, r in zip(inputs, results):
