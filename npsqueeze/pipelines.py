@@ -686,9 +686,11 @@ class SentenceEmbedding(Pipeline):
         a, b = (np.atleast_2d(np.asarray(e, np.float32)) for e in (embeddings1, embeddings2))
         return cosine_similarity(a, b)
 
-    def get_sentence_embedding_dimension(self) -> int:
+    def get_embedding_dimension(self) -> int:
         """D, the length of an embedding: the hidden size once per pooling mode."""
         return len(self.pooling) * self.model.config.hidden_size
+
+    get_sentence_embedding_dimension = get_embedding_dimension  # sentence-transformers' name before 6.3
 
     @property
     def max_seq_length(self) -> int:

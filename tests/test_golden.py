@@ -163,3 +163,10 @@ def test_provenance_describes_every_golden_file():
     for path in GOLDEN.iterdir():
         if path.suffix not in (".py", ".md") and path.name != "__pycache__":
             assert f"`{path.name}{'/' if path.is_dir() else ''}`" in provenance, path.name
+
+
+def test_the_test_checkpoints_name_the_heads_as_the_engine():
+    """checkpoints.HEADS is written out (make_golden.py must not import npsqueeze): it must agree."""
+    from npsqueeze.weights import HEADS as ENGINE_HEADS
+
+    assert HEADS == {tag: head.suffix for tag, head in ENGINE_HEADS.items()}
