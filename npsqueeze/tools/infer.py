@@ -209,6 +209,7 @@ def predict(pipe: Pipeline, options: dict, chunk: stream.Chunk) -> tuple[list, l
     inputs = (texts, pairs) if any(p is not None for p in pairs) else (texts,)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's overflow: the NaN it makes is told
         try:
             results = pipe(*inputs, **options) if len(texts) > 1 else [pipe(*(i[0] for i in inputs), **options)]
         except NpsqueezeError as e:

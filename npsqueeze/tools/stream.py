@@ -156,11 +156,13 @@ class Partial:
             fresh = False
         except OSError as e:
             raise NpsqueezeError(f"cannot create {self.folder}: {why(e)}") from None
-        if not fresh and not resume:
-            raise NpsqueezeError(f"{self.folder} holds an unfinished run ({self.described()}): add --resume to "
-                                 f"continue it, or remove {self.folder} to start over")
         try:
             self.lock = locked(self.folder)
+            if not fresh and not (self.folder / "progress.json").exists():
+                fresh = True  # a run stopped as it started, before its first record: no input done
+            if not fresh and not resume:
+                raise NpsqueezeError(f"{self.folder} holds an unfinished run ({self.described()}): add --resume to "
+                                     f"continue it, or remove {self.folder} to start over")
             self.start() if fresh else self.reopen()
         except BaseException:
             self.close()
@@ -315,6 +317,8 @@ def write_all(f, data: bytes) -> None:
 
 def locked(folder: Path) -> int:
     """A descriptor of `folder`, locked: two runs never write one partial at once."""
+    if not folder.is_dir():
+        raise NpsqueezeError(f"{folder} is in the way: it is not a folder (of an unfinished run); remove it")
     fd = os.open(folder, os.O_RDONLY)
     try:
         import fcntl
