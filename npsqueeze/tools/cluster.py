@@ -7,17 +7,19 @@ keeps it for every chunk it runs; the command first has every worker load it, an
 in one line if one cannot. Results come back to the command, which writes them in input order.
 Dask runs a chunk again on another worker if its worker dies.
 
-In Python, a pipeline runs its batches on a cluster the same way, with the cluster's executor:
+In Python, a pipeline runs its batches on a cluster the same way, given the cluster's `executor`:
 
     from distributed import Client
+    from npsqueeze.tools.cluster import executor
     client = Client("tcp://scheduler:8786")
-    embed = npsqueeze.pipeline("sentence-embedding", "/shared/minilm", executor=client.get_executor())
+    embed = npsqueeze.pipeline("sentence-embedding", "/shared/minilm", executor=executor(client))
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Callable
 
@@ -42,9 +44,20 @@ def connect(address: str, task: Callable):
         if not slots:
             raise NpsqueezeError(f"the Dask cluster at {address} has no workers")
         check_workers(client, pickle.dumps(task))
-        yield client.get_executor(pure=False), slots
+        yield executor(client), slots
     finally:
         client.close()
+
+
+def executor(client) -> Executor:
+    """A concurrent.futures executor that runs tasks on the workers of a `distributed.Client`. Dask's
+    own (client.get_executor()) does not map over iterators, which pipelines hand it."""
+    from distributed.cfexecutor import ClientExecutor
+
+    class Tasks(ClientExecutor):
+        map = Executor.map  # submits each task in turn: any iterable
+
+    return Tasks(client, pure=False)  # pure: Dask would hash every batch to find equal ones
 
 
 def check_scheduler(address: str) -> None:
