@@ -487,3 +487,23 @@ def test_progress_on_a_terminal_only(models, files, tmp_path):
     text = shown.decode()
     assert "/20.0k [" in text and "line/s]" in text, text[-500:]  # lines done / total, time left, rate
     assert text.rstrip().endswith(f"wrote {tmp_path / 'e.npy'}: 20,000 embeddings of 48 dims"), text[-300:]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
+@pytest.mark.parametrize("output", [["--json"], []])
+def test_stdout_on_a_full_disk_is_one_line(models, output):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "npsqueeze", "embed", str(models[None]), "a", "b", *output],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert_one_line(done, "npsqueeze embed: error: cannot write stdout: no space left on device")
+
+
+def test_atomic_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
+    from npsqueeze.tools.cli import atomic_write
+
+    (tmp_path / "report.md").write_text("old")
+    with pytest.raises(npsqueeze.NpsqueezeError, match=f"^cannot write {tmp_path / 'report.md'}: no space left on device$"):
+        with atomic_write(tmp_path / "report.md") as f:
+            f.write(b"new, half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"] and (tmp_path / "report.md").read_text() == "old"

@@ -100,13 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # now rather than at exit, where a failure would be a traceback
+        return code
     except BrokenPipeError:  # the reader of stdout is gone (`| head`): stop quietly, as Unix tools do
         quiet_stdout()
         return 0
     except (NpsqueezeError, OSError) as e:
         message = e if isinstance(e, NpsqueezeError) else f"{e.filename}: {why(e)}" if e.filename else why(e)
         print(f"npsqueeze {args.command}: error: {message}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the error was stdout's (a full disk)
+            quiet_stdout()
         return 2
     except MemoryError:  # what the size checks did not foresee
         print(f"npsqueeze {args.command}: error: out of memory", file=sys.stderr)

@@ -384,16 +384,30 @@ class Output:
             lines = [json_line(record(i, **{self.field: r}), notes) for i, r in zip(inputs, results)]
             if self.args.out:
                 return lines
-            sys.stdout.writelines(lines)
-            sys.stdout.flush()  # each chunk as soon as it is done
+            with printing():
+                sys.stdout.writelines(lines)
         else:
-            for i, r in zip(inputs, results):
-                notes.nan += not finite_result(r)
-                self.show(i, r)
+            with printing():
+                for i, r in zip(inputs, results):
+                    notes.nan += not finite_result(r)
+                    self.show(i, r)
 
     def close(self, written: int | None) -> None:
         if written is not None:
             print(f"wrote {self.args.out}: {written:,} results", file=sys.stderr)
+
+
+@contextmanager
+def printing():
+    """Print to stdout inside the block, then flush: each chunk's results as soon as it is done. An
+    error names stdout (a closed pipe passes on: cli.main ends quietly)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise NpsqueezeError(f"cannot write stdout: {stream.why(e)}") from None
 
 
 def finite_result(r) -> bool:
@@ -499,8 +513,11 @@ class Embeddings(Output):
     def close(self, written: int | None) -> None:
         if written is not None:
             return print(f"wrote {self.args.out}: {written:,} embeddings of {self.dims} dims", file=sys.stderr)
-        if self.args.json:
-            return
+        if not self.args.json:
+            with printing():
+                self.similarities()
+
+    def similarities(self) -> None:
         if 2 <= self.shown <= SIMILARITY_TABLE_MAX:
             sim = cosine_similarity(np.stack(self.first))  # [N, N]
             print("\ncosine similarity")
