@@ -105,7 +105,7 @@ def model_engines(name: str, folder: Path, texts: list[str], threads: int) -> tu
     ours = npsqueeze.from_pretrained(folder)
     tok = npsqueeze.Tokenizer.from_pretrained(minilm())  # bert-base-uncased's vocabulary, as both models use
     padded = tok(texts, padding=True, return_tensors="np")
-    packed = pack(tok.encode(texts))
+    packed = pack(tok.encodings(texts))
     b1 = np.random.default_rng(1).integers(1000, ours.config.vocab_size, (1, 128))
     inputs = {f"{len(texts)} sentences": (padded["input_ids"], padded["attention_mask"]),
               "1 x 128": (b1, np.ones_like(b1))}
@@ -199,7 +199,8 @@ def embedding_rows(args, texts: list[str]) -> tuple[list[dict], float]:
     from sentence_transformers import SentenceTransformer
 
     import npsqueeze
-    from npsqueeze.parallel import default_workers, set_threads
+    from npsqueeze.parallel import set_threads
+    from npsqueeze.workers import default_workers
 
     path = minilm()
     st = SentenceTransformer(str(path), device="cpu")

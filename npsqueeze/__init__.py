@@ -1,7 +1,7 @@
 """npsqueeze: SqueezeBERT (Iandola et al. 2020, arXiv 2006.11316) forward-only, in pure NumPy."""
 
 from .config import Config, NpsqueezeError
-from .model import (
+from .modeling import (
     ARCHITECTURES,
     BertForMaskedLM,
     BertForMultipleChoice,

@@ -7,105 +7,27 @@ LayerNorm, GELU, add -- cannot tell which sentence a position belongs to. Only a
 know where each sequence starts and ends.
 
 Every multiply-accumulate runs through `matmul`, whose comment at each call says, as an einsum,
-what it computes. `tally` records the FLOPs of each product, and on request the time of every
-step, under the module it belongs to: the FLOP count and the profile come from the same pass.
+what it computes, and whose `tag` names the module it belongs to. Nothing here measures: the tools
+that count FLOPs and time (npsqueeze/tools/tally.py) wrap these functions from outside while they
+measure.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
-
-# --- the tally: work and time per module, recorded as the ops run -------------------------------
-
-
-@dataclass
-class Counts:
-    """What one module did inside a `tally` block."""
-
-    calls: int = 0
-    flops: int = 0  # 2 x multiply-adds of its matrix products
-    seconds: float = 0.0  # measured only in a timed tally
-    elements: int = 0  # of the arrays its calls wrote (products always, elementwise steps when timed)
-
-
-_tally: dict[str, Counts] | None = None  # module -> Counts, while a `tally()` block is open
-_timed = False
-
-
-@contextmanager
-def tally(timed: bool = False):
-    """Record, per module, the FLOPs of every `matmul` run inside the block and, if `timed`, the
-    wall time of every product and every elementwise step (each step counts under its own module:
-    "gelu", "layer_norm", "softmax", "add", ...). Yields {module: Counts}."""
-    global _tally, _timed
-    outer = _tally, _timed
-    _tally, _timed = {}, timed
-    try:
-        yield _tally
-    finally:
-        _tally, _timed = outer
-
-
-def tallying() -> bool:
-    """Whether a `tally` block is open."""
-    return _tally is not None
-
-
-@contextmanager
-def count_flops():
-    """Tally the FLOPs of every `matmul` run inside the block: yields {tag: FLOPs}, filled at the end.
-
-    FLOPs follow torch's FlopCounterMode and the paper: 2 x multiply-adds, elementwise work excluded.
-    """
-    flops: dict[str, int] = {}
-    with tally() as counts:
-        yield flops
-    flops.update({module: c.flops for module, c in counts.items()})
-
-
-def _record(module: str, y: np.ndarray, flops: int, start: float | None) -> None:
-    c = _tally.setdefault(module, Counts())
-    c.calls += 1
-    c.flops += flops
-    c.elements += y.size
-    if start is not None:
-        c.seconds += time.perf_counter() - start
-
-
-def step(module: str):
-    """Decorator: in a timed tally, each call of the op counts as time spent in `module`."""
-    def decorate(op):
-        @functools.wraps(op)
-        def run(*args, **kwargs):
-            if not _timed:
-                return op(*args, **kwargs)
-            start = time.perf_counter()
-            y = op(*args, **kwargs)
-            _record(module, y, 0, start)
-            return y
-        return run
-    return decorate
 
 
 def matmul(a: np.ndarray, b: np.ndarray, tag: str, out: np.ndarray | None = None) -> np.ndarray:
     """`a @ b` (np.matmul: [..., M, K] @ [..., K, P] -> [..., M, P], leading axes broadcast), into
-    `out` if given, tallied as 2 x multiply-adds under `tag`.
+    `out` if given. `tag` names the module the product belongs to (query, key, ..., head): the
+    measuring tools (npsqueeze/tools/tally.py) count FLOPs and time under it.
 
     np.matmul hands each matrix product to BLAS, reading transposed and strided views in place; the
-    equivalent np.einsum copies operands into that order first and was slower on every shape here.
+    equivalent np.einsum copies operands into that order first.
     """
-    if _tally is None:
-        return np.matmul(a, b, out=out)
-    start = time.perf_counter() if _timed else None
-    y = np.matmul(a, b, out=out)
-    _record(tag, y, 2 * y.size * a.shape[-1], start)  # each output element took a.shape[-1] multiply-adds
-    return y
+    return np.matmul(a, b, out=out)
 
 
 # --- layers with weights -------------------------------------------------------------------------
@@ -135,14 +57,12 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tag: str) -> np.
 # Each of these writes into `out` when given one (`out=x`: in place): a forward pass allocates no
 # array it does not need.
 
-@step("add")
 def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x + y, into x: a bias or a residual connection."""
     x += y
     return x
 
 
-@step("layer_norm")
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, axis: int,
                out: np.ndarray | None = None) -> np.ndarray:
     """LayerNorm over the channel axis: `axis=0` for [C, M], `axis=-1` for [..., C].
@@ -192,13 +112,11 @@ def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 # elements: GELU's blocks of x, of Phi(x) and erf's two temporaries (1 MB) fit in a 2 MB L2 cache. As
-# large as that allows: each block is ~20 NumPy calls, and each call takes the GIL, which the threads
-# sharing out a batch (parallel.share_out) wait for. 32K-element blocks made a pass as fast on one
-# thread and 8% slower on two.
+# large as that allows: each block is ~20 NumPy calls, and each call takes the GIL, which threads
+# running other sequences of the batch at the same time wait for (see parallel.py).
 BLOCK = 65_536
 
 
-@step("gelu")
 def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """GELU in its exact form, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as BERT and the paper use.
 
@@ -218,7 +136,6 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return y
 
 
-@step("relu")
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.maximum(x, np.float32(0), out=out)
 
@@ -226,12 +143,10 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 ACTIVATIONS = {"gelu": gelu, "relu": relu}
 
 
-@step("tanh")
 def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.tanh(x, out=out)
 
 
-@step("softmax")
 def softmax(x: np.ndarray, mask: np.ndarray | None = None, axis: int = -1, out: np.ndarray | None = None
             ) -> np.ndarray:
     """exp(x) / sum(exp(x)) along `axis`, after adding the additive `mask` if given."""
@@ -244,20 +159,17 @@ def softmax(x: np.ndarray, mask: np.ndarray | None = None, axis: int = -1, out: 
     return x
 
 
-@step("softmax")
 def scale(x: np.ndarray, factor: float) -> np.ndarray:
     """x * factor, in place: attention's 1/sqrt(d), counted with the softmax it belongs to."""
     x *= np.float32(factor)
     return x
 
 
-@step("layout")
 def transpose(x: np.ndarray) -> np.ndarray:
     """x.T, copied into a contiguous array: [M, C] <-> [C, M]."""
     return np.ascontiguousarray(x.T)
 
 
-@step("embeddings")
 def lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Rows of an embedding table: [V, C], ids [M] -> [M, C]."""
     return table[ids]
@@ -265,15 +177,14 @@ def lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 # --- attention ----------------------------------------------------------------------------------
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, mask: np.ndarray | None,
-              n_head: int) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+              mask: np.ndarray | None, n_head: int) -> np.ndarray:
     """Masked multi-head self-attention, each sequence on its own, channels-first.
 
     q, k, v: [C, M], the outputs of the Q, K, V convolutions, the batch's sequences side by side;
-    lengths: [N], the positions of each sequence (they sum to M); mask: [M] additive, 0 at tokens and
-    the most negative float32 at padding, or None when there is no padding. Returns the context [C, M].
-    For a lone sequence (N = 1) q may hold fewer positions than k and v: a thread's share of the
-    queries, against every key (parallel.share_out); the context has q's shape.
+    starts, lengths: [N], where each sequence starts in the row and how many positions it has;
+    mask: [M] additive, 0 at tokens and the most negative float32 at padding, or None when there is
+    no padding. Returns the context [C, M].
     Channels-first, each head of a sequence is a [C/H, W] block of rows, read in place by both
     products, and its context is written in place into the output. q is scaled in place: pass a
     copy to keep it.
@@ -282,22 +193,19 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, 
     d = C // n_head  # channels per head
     q = scale(q, 1 / math.sqrt(d))  # in place: scaling q costs C*M multiplies, scaling the scores H*W*M
     context = np.empty_like(q)
-    queries = lengths.tolist() if len(lengths) > 1 else [q.shape[1]]  # [N]: each sequence's queries
-    start = 0
-    for W, Wq, L in zip(lengths.tolist(), queries, attended_keys(lengths, mask).tolist()):
-        s, keys = slice(start, start + Wq), slice(start, start + L)
-        start += W
-        qs, out = (a[:, s].reshape(n_head, d, Wq) for a in (q, context))  # [C, Wq] -> [H, C/H, Wq]
+    for start, W, L in zip(starts.tolist(), lengths.tolist(), attended_keys(starts, lengths, mask).tolist()):
+        s, keys = slice(start, start + W), slice(start, start + L)
+        qs, out = (a[:, s].reshape(n_head, d, W) for a in (q, context))  # [C, W] -> [H, C/H, W]
         ks, vs = (a[:, keys].reshape(n_head, d, L) for a in (k, v))  # [C, L] -> [H, C/H, L]
-        # einsum("hdi,hdj->hij"): query i against key j, [H, Wq, C/H] @ [H, C/H, L] -> [H, Wq, L]
+        # einsum("hdi,hdj->hij"): query i against key j, [H, W, C/H] @ [H, C/H, L] -> [H, W, L]
         scores = matmul(qs.transpose(0, 2, 1), ks, "attention_scores")
         probs = softmax(scores, None if mask is None else mask[keys], out=scores)  # mask [L] broadcasts over heads and queries
-        # einsum("hdj,hij->hdi"): [H, C/H, L] @ [H, L, Wq] (transposed) -> [H, C/H, Wq], into the context
+        # einsum("hdj,hij->hdi"): [H, C/H, L] @ [H, L, W] (transposed) -> [H, C/H, W], into the context
         matmul(vs, probs.transpose(0, 2, 1), "attention_context", out=out)
     return context
 
 
-def attended_keys(lengths: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+def attended_keys(starts: np.ndarray, lengths: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """How many keys each sequence's attention reads: up to its last unmasked one, [N].
 
     The mask adds the most negative float32 to a padded key's score, so its softmax weight is
@@ -307,7 +215,6 @@ def attended_keys(lengths: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """
     if mask is None:
         return lengths
-    starts = np.cumsum(lengths) - lengths  # [N]
     # one past each sequence's last token, as a position in the row (0: it has none)
     ends = np.maximum.reduceat(np.where(mask == 0, np.arange(1, len(mask) + 1), 0), starts)  # [M] -> [N]
     return np.where(ends > 0, ends - starts, lengths)

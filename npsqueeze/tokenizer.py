@@ -10,7 +10,9 @@ Calling a `Tokenizer` follows transformers' `BertTokenizerFast` and returns the 
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -23,6 +25,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordPiece
 
 from .config import WEIGHTS_DIR, NpsqueezeError, checkpoint_folder, read_json
+from .prefixes import prefixes
 
 SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
            "mask_token": "[MASK]"}  # BERT's, unless tokenizer_config.json names others
@@ -31,14 +34,31 @@ TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_fir
 PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None,
            "do_not_pad": None}
 MAX_INPUT_CHARS_PER_WORD = 100  # a longer word becomes [UNK], as in BERT
-MAX_READ = 1 << 20  # characters of a text tokenized to find its first tokens (tokenizers takes ~65 bytes each)
+MAX_COPIES = 16  # truncating backends a Tokenizer keeps (a few MB each), one per (max_length, stride, strategy)
+# Sizes checked before reading. The largest tokenizer.json on the Hub are tens of MB (vocabularies of
+# 250,000 tokens with merges); BERT's is 0.7 MB. The largest vocab.txt (LaBSE, 501,153 tokens) is 5 MB.
+MAX_TOKENIZER_JSON_BYTES = 64 << 20
+MAX_VOCAB_BYTES = 16 << 20
+MAX_VOCAB_TOKENS = 1 << 20
+
+
+class BatchEncoding(dict):
+    """What calling a Tokenizer returns: a dict of `input_ids`, `token_type_ids`, ... whose keys are
+    also attributes (`enc.input_ids`), as transformers' BatchEncoding."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class Tokenizer:
     """Text -> `input_ids`, `attention_mask`, `token_type_ids` (int64 [batch, seq]), and ids -> text.
 
-    `backend` is a `tokenizers.Tokenizer` (normalizer, pre-tokenizer, WordPiece model, post-processor);
-    truncation and padding are set per call, never taken from the backend.
+    `backend` is a `tokenizers.Tokenizer` (normalizer, pre-tokenizer, WordPiece model, post-processor),
+    never changed after construction: it neither truncates nor pads. Truncation is asked per call,
+    padding done here; threads may share one Tokenizer.
     """
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str] = SPECIAL,
@@ -46,10 +66,13 @@ class Tokenizer:
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
+        self.copies: dict[tuple, Backend] = {}  # (max_length, stride, strategy) -> a backend that truncates so
+        self.lock = threading.Lock()  # guards `copies`
         self.model_max_length = model_max_length
         for name, token in special_tokens.items():
             setattr(self, name, token)
             setattr(self, name + "_id", backend.token_to_id(token))  # None when not in the vocabulary
+        self.all_special_tokens = list(dict.fromkeys(special_tokens.values()))  # as transformers lists them
         self.num_special_tokens = {False: backend.num_special_tokens_to_add(False),
                                    True: backend.num_special_tokens_to_add(True)}  # [CLS] A [SEP] (B [SEP])
 
@@ -65,9 +88,9 @@ class Tokenizer:
         limit = settings.get("model_max_length")
         limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 10**6 else None
         if (path / "tokenizer.json").is_file():
+            text = read_text(path / "tokenizer.json", MAX_TOKENIZER_JSON_BYTES)
             with library_errors(f"{path / 'tokenizer.json'}: not a readable tokenizer file"):
-                backend = Backend.from_file(str(path / "tokenizer.json"))
-                tokenizer = cls(backend, special, limit)
+                tokenizer = cls(Backend.from_str(text), special, limit)
         elif (path / "vocab.txt").is_file():
             options = {k: settings[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
                        if k in settings}
@@ -84,172 +107,177 @@ class Tokenizer:
 
     # --- text -> ids ---------------------------------------------------------------------------
 
-    def encode(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
-               max_length: int | None = None, truncation: bool | str = False, stride: int = 0) -> list[Encoding]:
-        """Tokenize without padding: one `tokenizers.Encoding` per text (ids, type ids, offsets, ...).
-
-        An Encoding whose `overflowing` is non-empty was truncated: `overflowing` holds the rest, cut
-        into further encodings, each repeating the last `stride` tokens of the one before. In a list
-        of pairs, a `None` pair encodes that text alone.
-        """
-        texts, pairs = as_batch(text, text_pair)
-        if not isinstance(truncation, (bool, str)) or truncation not in TRUNCATION:
-            raise NpsqueezeError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
-        if TRUNCATION[truncation] is None:
-            self.backend.no_truncation()
-        else:
-            max_length = self.check_max_length(max_length, pairs is not None)
-            self.backend.enable_truncation(max_length, stride=stride, strategy=TRUNCATION[truncation])
-        inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
-        with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first, lone surrogates
-            return self.backend.encode_batch(inputs)
-
-    def heads(self, texts: list[str], pairs: list[str | None] | None, max_length: int
-              ) -> tuple[list[str], list[str | None] | None]:
-        """Each text (and pair) cut to the start that decides its first `max_length` tokens (`head`):
-        encoding the cut texts truncated to `max_length` gives the tokens, offsets and truncation of the
-        whole texts, but tokenizes only as much of a long text as the limit needs.
-
-        A pair too long for the limit gives its longer text one token more when the room is odd, so
-        a text is cut only where it stays longer, in tokens, than its partner.
-        """
-        cut, cut_pairs = [], []
-        for i, (t, p) in enumerate(zip(texts, pairs or [None] * len(texts))):
-            what = f"input {i + 1}"
-            t_head = self.head(t, max_length, what)
-            p_head = p if p is None else self.head(p, max_length, what)
-            if p is None or (t_head is t and p_head is p):
-                pass
-            elif t_head is t or p_head is p:  # one is cut: it must keep more tokens than the other has
-                whole = t if t_head is t else p
-                if (n := self.count(whole)) >= max_length:
-                    t_head, p_head = (t, self.head(p, n, what)) if whole is t else (self.head(t, n, what), p)
-            elif max(len(t), len(p)) <= MAX_READ:  # both long: only the whole texts tell which is longer
-                t_head, p_head = t, p
-            else:
-                raise NpsqueezeError(f"{what}: a pair of texts both longer than the model's limit, one of "
-                                     f"over {MAX_READ:,} characters: npsqueeze does not tokenize such a pair")
-            cut.append(t_head)
-            cut_pairs.append(p_head)
-        return cut, None if pairs is None else cut_pairs
-
-    def head(self, text: str, tokens: int, what: str = "a text") -> str:
-        """The start of `text` whose tokens begin with the whole text's first `tokens`; `text` if short.
-
-        Prefixes 4x longer each time are tokenized until two consecutive ones agree on more than
-        `tokens` tokens, ids and offsets: only the words a cut crosses tokenize differently, so the
-        text past the shorter prefix cannot change those tokens. A text whose first MAX_READ characters
-        do not settle them (a long run of spaces, one huge word) is refused rather than tokenized whole:
-        over 10 MB, tokenizers takes gigabytes and minutes.
-        """
-        n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
-        before, cut = [], 0
-        while n < len(text):
-            self.backend.no_truncation()
-            with library_errors("cannot tokenize"):
-                e = self.backend.encode(text[:n], add_special_tokens=False)
-            now = list(zip(e.ids, e.offsets))
-            if next((i for i, (a, b) in enumerate(zip(before, now)) if a != b), len(before)) > tokens:
-                return text[:cut]
-            if n == MAX_READ:
-                raise NpsqueezeError(f"{what}: the first {MAX_READ:,} of its {len(text):,} characters do not settle "
-                                     f"its first {tokens} tokens (a long run of spaces, or a huge word?)")
-            before, cut, n = now, n, min(4 * n, MAX_READ)
-        return text
-
-    def count(self, text: str) -> int:
-        """How many tokens `text` has, special tokens aside."""
-        self.backend.no_truncation()
-        with library_errors("cannot tokenize"):
-            return len(self.backend.encode(text, add_special_tokens=False).ids)
-
-    def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
-                 max_length: int | None = None, truncation: bool | str = False, padding: bool | str = False,
-                 return_tensors: str | None = None, return_offsets_mapping: bool = False,
-                 return_special_tokens_mask: bool = False) -> dict[str, list | np.ndarray]:
+    def __call__(self, text: str | list[str], text_pair: str | list[str | None] | None = None, *,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, is_split_into_words: bool = False,
+                 pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
+                 return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
+                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False) -> BatchEncoding:
         """Tokenize a text, a list of texts, or (text, text_pair) sentence pairs; arguments as in
-        transformers. Returns `input_ids`, `token_type_ids`, `attention_mask`, and `offset_mapping`
-        and `special_tokens_mask` on request: with `return_tensors="np"` int64 arrays [batch, seq]
-        (a single text is a batch of one; offsets [batch, seq, 2]); by default Python lists, as
-        transformers returns them (a single text's flat, a batch's one list per text).
+        transformers (`truncation=None` truncates when max_length is given and padding is not; with
+        `is_split_into_words` a text is a list of words). Returns `input_ids`, `token_type_ids`,
+        `attention_mask` (unless return_...=False), and `offset_mapping` and `special_tokens_mask` on
+        request: with `return_tensors="np"` int64 arrays [batch, seq] (a single text is a batch of one;
+        offsets [batch, seq, 2]); by default Python lists, as transformers returns them (a single
+        text's flat, a batch's one list per text).
         """
         if return_tensors not in (None, "np"):
             raise NpsqueezeError(f"return_tensors must be 'np' (NumPy arrays) or None (lists), got {return_tensors!r}"
                                  + (": npsqueeze has no torch" if return_tensors == "pt" else ""))
         if not isinstance(padding, (bool, str)) or padding not in PADDING:
             raise NpsqueezeError(f"padding must be one of {list(PADDING)}, got {padding!r}")
-        single = isinstance(text, str)
-        if isinstance(truncation, (bool, str)) and TRUNCATION.get(truncation):  # read long texts only as far as needed
-            texts, pairs = as_batch(text, text_pair)
-            text, text_pair = self.heads(texts, pairs, self.check_max_length(max_length, pairs is not None))
-        encodings = self.encode(text, text_pair, max_length, truncation)
-        length = None
-        if PADDING[padding] == "max_length":
-            length = self.check_max_length(max_length, text_pair is not None)
-        elif PADDING[padding] is None and return_tensors and len({len(e.ids) for e in encodings}) > 1:
+        if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+            raise NpsqueezeError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
+        if truncation is None:  # as transformers: a max_length alone truncates
+            truncation = max_length is not None and padding is False
+        single = is_single(text, is_split_into_words)
+        texts, pairs = as_batch(text, text_pair, is_split_into_words)
+        n_special = self.num_special_tokens[pairs is not None] if add_special_tokens else 0
+        if check_truncation(truncation):
+            max_length = self.check_max_length(max_length, n_special)
+            if not is_split_into_words:  # read long texts only as far as needed
+                texts, pairs = prefixes(self, texts, pairs, max_length)
+        encodings = self.encodings(texts, pairs, max_length, truncation, add_special_tokens=add_special_tokens,
+                                   is_split_into_words=is_split_into_words)
+        length = self.check_max_length(max_length, n_special) if PADDING[padding] == "max_length" else None
+        if length and pad_to_multiple_of and truncation and length % pad_to_multiple_of:
+            raise NpsqueezeError(f"truncation and padding to max_length {length}, which is not a multiple of "
+                                 f"pad_to_multiple_of {pad_to_multiple_of}")
+        if PADDING[padding] is None and return_tensors and len({len(e.ids) for e in encodings}) > 1:
             raise NpsqueezeError("the texts have different lengths in tokens: pass padding=True to "
                                  "pad them into one array")
+        keys = ["input_ids"] + ["token_type_ids"] * (return_token_type_ids is not False) + [
+            "attention_mask"] * (return_attention_mask is not False) + [
+            "special_tokens_mask"] * return_special_tokens_mask + ["offset_mapping"] * return_offsets_mapping
+        multiple = pad_to_multiple_of if PADDING[padding] else None
         if return_tensors == "np":
-            return self.pad(encodings, length, return_offsets_mapping, return_special_tokens_mask)
+            return BatchEncoding(self.pad(encodings, keys, length, multiple))
         # lists: padded together, or each text on its own (a batch of one needs no padding)
         groups = [encodings] if PADDING[padding] else [[e] for e in encodings]
-        arrays = [self.pad(g, length, return_offsets_mapping, return_special_tokens_mask) for g in groups]
-        lists = {k: [row for a in arrays for row in a[k].tolist()] for k in arrays[0]}
+        arrays = [self.pad(g, keys, length, multiple) for g in groups]
+        lists = {k: [row for a in arrays for row in a[k].tolist()] for k in keys}
         if "offset_mapping" in lists:  # (start, end) tuples, as transformers gives them
             lists["offset_mapping"] = [[tuple(o) for o in row] for row in lists["offset_mapping"]]
-        return {k: v[0] for k, v in lists.items()} if single else lists
+        return BatchEncoding({k: v[0] for k, v in lists.items()} if single else lists)
 
-    def pad(self, encodings: list[Encoding], length: int | None = None, return_offsets_mapping: bool = False,
-            return_special_tokens_mask: bool = False) -> dict[str, np.ndarray]:
-        """Stack encodings into int64 arrays [batch, seq], padded on the right with [PAD] (attention 0,
-        token type 0) to `length`, or to the longest encoding."""
+    def encode(self, text: str | list[str], text_pair: str | list[str] | None = None, **kwargs) -> list:
+        """The `input_ids` of calling the tokenizer (same arguments): a text's ids, a list of lists for a
+        list of texts, as transformers' `encode`."""
+        return self(text, text_pair, **kwargs)["input_ids"]
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """A text's tokens (WordPiece units, "##" marking a continuation), without special tokens unless asked."""
+        if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
+            raise NpsqueezeError("tokenize takes a string (and a pair string or None)")
+        return self.encodings(text, pair, add_special_tokens=add_special_tokens)[0].tokens
+
+    def encodings(self, text: str | list[str], text_pair: str | list[str | None] | None = None,
+                  max_length: int | None = None, truncation: bool | str = False, stride: int = 0,
+                  add_special_tokens: bool = True, is_split_into_words: bool = False) -> list[Encoding]:
+        """Tokenize without padding: one `tokenizers.Encoding` per text (ids, type ids, offsets, ...).
+
+        An Encoding whose `overflowing` is non-empty was truncated: `overflowing` holds the rest, cut
+        into further encodings, each repeating the last `stride` tokens of the one before. In a list
+        of pairs, a `None` pair encodes that text alone.
+        """
+        texts, pairs = as_batch(text, text_pair, is_split_into_words)
+        backend = self.backend
+        if strategy := check_truncation(truncation):
+            n_special = self.num_special_tokens[pairs is not None] if add_special_tokens else 0
+            backend = self.truncating(self.check_max_length(max_length, n_special), stride, strategy)
+        inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
+        with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first
+            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                        is_pretokenized=is_split_into_words)
+
+    def truncating(self, max_length: int, stride: int, strategy: str) -> Backend:
+        """A copy of the backend that truncates so, made on first use and never changed after.
+
+        tokenizers reads truncation from the backend object, and a call lets other threads run while
+        it encodes: setting truncation on a shared backend per call would hand one thread's settings
+        to another. So each setting gets a backend of its own.
+        """
+        key = max_length, stride, strategy
+        with self.lock:
+            if key not in self.copies:
+                with library_errors(f"cannot truncate to {max_length} tokens with stride {stride}"):
+                    copy = Backend.from_str(self.backend.to_str())
+                    copy.enable_truncation(max_length, stride=stride, strategy=strategy)
+                if len(self.copies) == MAX_COPIES:  # drop the oldest
+                    del self.copies[next(iter(self.copies))]
+                self.copies[key] = copy
+            return self.copies[key]
+
+    def pad(self, encodings: list[Encoding], keys: list[str], length: int | None = None,
+            multiple: int | None = None) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays [batch, seq] (offset_mapping [batch, seq, 2]), padded on the
+        right with [PAD] (attention 0, token type 0) to `length`, or to the longest encoding, rounded up
+        to a multiple of `multiple`."""
         W = max([len(e.ids) for e in encodings] + [length or 0])
-        N = len(encodings)
-        fields = {"input_ids": ("ids", self.pad_token_id), "token_type_ids": ("type_ids", 0),
-                  "attention_mask": ("attention_mask", 0)}
-        if return_special_tokens_mask:
-            fields["special_tokens_mask"] = ("special_tokens_mask", 1)  # padding counts as special
-        if return_offsets_mapping:
-            fields["offset_mapping"] = ("offsets", 0)
+        if multiple:
+            W = -(-W // multiple) * multiple
         if self.pad_token_id is None and any(len(e.ids) < W for e in encodings):
             raise NpsqueezeError(f"cannot pad: the vocabulary has no {self.pad_token!r} token")
+        fields = {"input_ids": ("ids", self.pad_token_id), "token_type_ids": ("type_ids", 0),
+                  "attention_mask": ("attention_mask", 0),
+                  "special_tokens_mask": ("special_tokens_mask", 1),  # padding counts as special
+                  "offset_mapping": ("offsets", 0)}
         out = {}
-        for key, (attr, pad_value) in fields.items():
-            pad_value = 0 if pad_value is None else pad_value  # no [PAD] token: nothing to pad (checked above)
-            shape = (N, W, 2) if key == "offset_mapping" else (N, W)
-            a = np.full(shape, pad_value, np.int64)
+        for key in keys:
+            attr, pad_value = fields[key]
+            shape = (len(encodings), W, 2) if key == "offset_mapping" else (len(encodings), W)
+            a = np.full(shape, pad_value or 0, np.int64)  # no [PAD] token: nothing to pad (checked above)
             for i, e in enumerate(encodings):
                 values = getattr(e, attr)
-                a[i, :len(values)] = values
+                if len(values):  # an empty encoding has no offsets to place
+                    a[i, :len(values)] = values
             out[key] = a
         return out
 
-    def check_max_length(self, max_length: int | None, pair: bool) -> int:
-        """The length to truncate or pad to: `max_length`, else the checkpoint's `model_max_length`."""
+    def check_max_length(self, max_length: int | None, n_special: int) -> int:
+        """The length to truncate or pad to: `max_length`, else the checkpoint's `model_max_length`;
+        at least the `n_special` special tokens added to each text."""
         if max_length is None:
             max_length = self.model_max_length
         if max_length is None:
             raise NpsqueezeError("truncation and padding to max_length need max_length: the tokenizer "
                                  "has no model_max_length")
-        n_special = self.num_special_tokens[pair]
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < n_special:
-            raise NpsqueezeError(f"max_length must be an integer of at least {n_special} (the special tokens "
-                                 f"of a {'pair' if pair else 'text'}), got {max_length!r}")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < max(n_special, 1):
+            raise NpsqueezeError(f"max_length must be an integer of at least {max(n_special, 1)}"
+                                 + (" (the special tokens added to each input)" if n_special else "")
+                                 + f", got {max_length!r}")
         return max_length
 
     # --- ids -> text ---------------------------------------------------------------------------
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Token ids -> text: WordPiece units are joined back into words ("##" removed)."""
-        ids = self.check_ids(ids)
-        return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
+    def decode(self, token_ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """Token ids -> text: WordPiece units are joined back into words ("##" removed). A batch of
+        sequences (2-D) gives a list of texts, as in transformers 5."""
+        if is_batch_of_ids(token_ids):
+            return [self.backend.decode(self.check_ids(ids).tolist(), skip_special_tokens=skip_special_tokens)
+                    for ids in token_ids]
+        return self.backend.decode(self.check_ids(token_ids).tolist(), skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
-        """`decode` of each sequence of ids (a list of lists, or an array [batch, seq])."""
-        return [self.decode(ids, skip_special_tokens) for ids in sequences]
+        """`decode` of each sequence of ids (a list of lists, or an array [batch, seq]); a single
+        sequence gives a list of one text, as in transformers."""
+        if len(sequences) == 0:
+            return []
+        texts = self.decode(sequences, skip_special_tokens)
+        return [texts] if isinstance(texts, str) else texts
 
-    def convert_ids_to_tokens(self, ids) -> list[str]:
-        return [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist()]
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """An id -> its token; a sequence of ids -> a list of tokens."""
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        tokens = [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist() if i not in skip]
+        return tokens[0] if np.ndim(ids) == 0 else tokens
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """A token -> its id ([UNK]'s if it is not in the vocabulary); a list of tokens -> a list of ids."""
+        if isinstance(tokens, str):
+            i = self.backend.token_to_id(tokens)
+            return self.unk_token_id if i is None else i
+        return [self.convert_tokens_to_ids(t) for t in tokens]
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """WordPiece units -> text, as `decode` joins them."""
@@ -266,6 +294,15 @@ class Tokenizer:
         if ids.size and (ids.min() < 0 or ids.max() >= V):
             raise NpsqueezeError(f"token id {ids[(ids < 0) | (ids >= V)][0]} is outside the vocabulary [0, {V})")
         return ids
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary's size without added tokens, as transformers counts it (`len` counts them)."""
+        return self.backend.get_vocab_size(with_added_tokens=False)
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
@@ -348,14 +385,31 @@ def bert_backend(vocab: dict[str, int], special: dict[str, str] = SPECIAL, do_lo
 
 def read_vocab(path: Path) -> dict[str, int]:
     """vocab.txt: one token a line, its id the line number (as transformers reads it)."""
-    try:
-        with open(path, encoding="utf-8") as f:  # universal newlines, as transformers' load_vocab
-            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
-    except (OSError, UnicodeDecodeError) as e:
-        raise NpsqueezeError(f"cannot read {path}: {e}") from None
+    text = read_text(path, MAX_VOCAB_BYTES)
+    if text.count("\n") + text.count("\r") > MAX_VOCAB_TOKENS:
+        raise NpsqueezeError(f"{path}: over {MAX_VOCAB_TOKENS:,} lines, too many tokens for a vocabulary")
+    # universal newlines, as transformers' load_vocab reads the file
+    vocab = {line.rstrip("\n"): i for i, line in enumerate(io.StringIO(text, newline=None))}
     if not vocab:
         raise NpsqueezeError(f"{path} is empty")
     return vocab
+
+
+def read_text(path: Path, limit: int) -> str:
+    """A UTF-8 text file of at most `limit` bytes (checked before reading), or a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                raise NpsqueezeError(f"{path}: over {limit >> 20} MB, too large for a {path.name}")
+            data = f.read(limit + 1)  # the size may have changed since
+    except OSError as e:
+        raise NpsqueezeError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise NpsqueezeError(f"{path}: over {limit >> 20} MB, too large for a {path.name}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NpsqueezeError(f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_tokenizer_config(path: Path) -> dict:
@@ -377,17 +431,65 @@ def token_content(token, name: str) -> str:
     return token
 
 
-def as_batch(text, text_pair) -> tuple[list[str], list[str | None] | None]:
-    """(text, text_pair) as transformers accepts them -> a list of texts and a list of pairs or None."""
-    single = isinstance(text, str)
+def is_single(text, is_split_into_words: bool = False) -> bool:
+    """Whether `text` is one text (a string; with is_split_into_words a list of words), not a batch."""
+    if is_split_into_words:
+        return isinstance(text, (list, tuple)) and not (text and isinstance(text[0], (list, tuple)))
+    return isinstance(text, str)
+
+
+def as_batch(text, text_pair, is_split_into_words: bool = False) -> tuple[list, list | None]:
+    """(text, text_pair) as transformers accepts them -> a list of texts and a list of pairs or None.
+
+    An empty pair of a single text is no pair, as in transformers (`if text_pair`); in a batch it
+    stays an empty second text. Texts are checked for lone surrogates, which tokenizers refuses.
+    """
+    single = is_single(text, is_split_into_words)
+    one = (lambda t: isinstance(t, (list, tuple)) and all(isinstance(w, str) for w in t)) if is_split_into_words \
+        else (lambda t: isinstance(t, str))
     texts = [text] if single else text
-    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
-        raise NpsqueezeError("text must be a string or a non-empty list of strings")
-    if text_pair is None:
-        return list(texts), None
-    pairs = [text_pair] if single else text_pair
-    if not isinstance(pairs, (list, tuple)) or len(pairs) != len(texts) or not all(
-            p is None or isinstance(p, str) for p in pairs):
+    if not isinstance(texts, (list, tuple)) or not texts or not all(one(t) for t in texts):
+        raise NpsqueezeError("text must be a list of words or a non-empty list of such lists (is_split_into_words)"
+                             if is_split_into_words else "text must be a string or a non-empty list of strings")
+    if single and not text_pair:
+        text_pair = None
+    pairs = None if text_pair is None else [text_pair] if single else text_pair
+    if pairs is not None and (not isinstance(pairs, (list, tuple)) or len(pairs) != len(texts) or not all(
+            p is None or one(p) for p in pairs)):
         raise NpsqueezeError("text_pair must match text: a string for a string, a list of the same "
                              "length for a list")
-    return list(texts), list(pairs)
+    for i, t in enumerate(texts):
+        check_text(t, "the text" if single else f"input {i + 1}")
+        if pairs is not None and pairs[i] is not None:
+            check_text(pairs[i], "the text pair" if single else f"input {i + 1}'s pair")
+    return list(texts), None if pairs is None else list(pairs)
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str | list[str], what: str) -> None:
+    """A one-line error naming `what` and the place of a lone surrogate, which is not Unicode text:
+    U+DC80-U+DCFF are the bytes that were not UTF-8 in a file or argument read with surrogateescape."""
+    words = [text] if isinstance(text, str) else text
+    for j, word in enumerate(words):
+        if not word.isascii() and (m := SURROGATE.search(word)):
+            c = ord(m.group())
+            cause = (f"byte 0x{c - 0xDC00:02x}, which is not UTF-8," if 0xDC80 <= c <= 0xDCFF
+                     else f"a lone surrogate U+{c:04X}, which is not Unicode text,")
+            word_j = "" if isinstance(text, str) else f" of word {j}"
+            raise NpsqueezeError(f"{what} has {cause} at character {m.start()}{word_j} (counting from 0)")
+
+
+def check_truncation(truncation) -> str | None:
+    """The tokenizers strategy `truncation` names, None for no truncation, or a one-line error."""
+    if not isinstance(truncation, (bool, str)) or truncation not in TRUNCATION:
+        raise NpsqueezeError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
+    return TRUNCATION[truncation]
+
+
+def is_batch_of_ids(ids) -> bool:
+    """Whether `ids` is 2-D: an array [batch, seq], or a list of sequences."""
+    if isinstance(ids, np.ndarray):
+        return ids.ndim == 2
+    return isinstance(ids, (list, tuple)) and len(ids) > 0 and isinstance(ids[0], (list, tuple, np.ndarray))

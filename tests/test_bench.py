@@ -14,6 +14,7 @@ import pytest
 
 from npsqueeze import ops, parallel
 from npsqueeze.tools import flops, measure
+from npsqueeze.tools.tally import count_flops
 from npsqueeze.tools.cli import main
 from npsqueeze.config import Config
 from checkpoints import SMALL, build
@@ -90,9 +91,9 @@ def test_matrix_products_replay_exactly_the_forward_passes_products():
     rng = np.random.default_rng(0)
     model = flops.engine_model(cfg, "mlm", lambda shape: rng.standard_normal(shape, np.float32))
     ids = rng.integers(0, cfg.vocab_size, (3, 16))
-    with ops.count_flops() as forward:
+    with count_flops() as forward:
         replay = measure.matrix_products(lambda: model(ids))
-    with ops.count_flops() as replayed:
+    with count_flops() as replayed:
         replay()
     assert replayed == forward == {t: n for t, n in flops.analytic_flops(cfg, 16, 3, "mlm").items() if n}
     products = {"forward": [], "replay": []}  # the same products, so no operand changed after its matmul

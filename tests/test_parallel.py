@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import npsqueeze
-from npsqueeze import NpsqueezeError, ops, parallel
+from npsqueeze import NpsqueezeError, parallel
+from npsqueeze.tools.tally import tally
 from checkpoints import minilm_path
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -58,13 +59,15 @@ def test_packed_batch_equals_padded_batch_at_every_real_position(family, head):
             np.testing.assert_allclose(getattr(packed, name), getattr(padded, name), atol=1e-5, rtol=0, err_msg=name)
 
 
-def test_threads_are_set_at_run_time():
-    if parallel.get_blas_threads() is None:
-        pytest.skip("this BLAS does not say how many threads it uses")
+def test_threads_are_set_at_run_time_and_scoped_per_thread():
+    before = parallel.get_threads()
+    seen = []
     with parallel.using_threads(1):
-        assert parallel.get_threads() == parallel.get_blas_threads() == 1
-        npsqueeze.pipeline("sentence-embedding", minilm_path(), threads=2)
-        assert parallel.get_threads() == parallel.get_blas_threads() == 2
+        assert parallel.get_threads() == 1
+        other = threading.Thread(target=lambda: seen.append(parallel.get_threads()))  # not inside this block
+        other.start()
+        other.join()
+    assert seen == [before] and parallel.get_threads() == before
 
 
 @pytest.fixture
@@ -74,23 +77,20 @@ def small_parts(monkeypatch):
 
 
 def shares(lengths, fail=None):
-    """What share_out hands each thread: (thread, lengths, ids, positions, keys) per part, where keys
-    are the ids its `exchange` gave back (None without one), and what share_out returns."""
+    """What share_out hands each thread: (thread, lengths, ids, BLAS threads) per part, and what
+    share_out returns."""
     seen = []
 
-    def forward(ids, types, positions, lengths, mask, exchange):
-        if ids[0] == fail:  # before it hands in its keys, which the other threads wait for
+    def forward(ids, types, lengths, mask):
+        if ids[0] == fail:
             raise NpsqueezeError("a part failed")
-        keys = None if exchange is None else exchange(ids[None], -ids[None])[0][0].tolist()  # [1, M] -> [1, W]
-        seen.append((threading.get_ident(), lengths.tolist(), ids.tolist(), positions.tolist(), keys))
+        seen.append((threading.get_ident(), lengths.tolist(), ids.tolist(), parallel.get_blas_threads()))
         time.sleep(0.05)  # the parts run at once, so each is on its own thread
-        per_position = ids * 10
-        return per_position, (lengths.copy(), None)
+        return {"per_position": ids * 10, "nested": (lengths.copy(), None)}
 
     lengths = np.array(lengths)
     ids = np.arange(lengths.sum())
-    positions = ids - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out = parallel.share_out(forward, ids, ids, positions, lengths, None)
+    out = parallel.share_out(forward, ids, ids, lengths, None)
     return sorted(seen, key=lambda part: part[2][0]), out
 
 
@@ -100,102 +100,56 @@ def shares(lengths, fail=None):
     ([30, 1, 1], 2, [[30], [1, 1]]),  # no cut inside a sequence
     ([4, 4], 3, [[4], [4]]),  # no more parts than sequences
     ([2, 2, 2], 1, [[2, 2, 2]]),
+    ([9], 2, [[9]]),  # a lone sequence: one thread
 ])
 def test_a_batch_is_shared_out_among_threads_whole_sequences_each(small_parts, lengths, threads, parts):
     with parallel.using_threads(threads):
-        seen, (per_position, (per_sequence, nothing)) = shares(lengths)
+        seen, out = shares(lengths)
     assert [part[1] for part in seen] == parts
     assert len({part[0] for part in seen}) == len(parts)
     assert (threading.get_ident() in {part[0] for part in seen}) == (len(parts) == 1)
     cuts = np.cumsum([sum(p) for p in parts])[:-1]
     assert [part[2] for part in seen] == [a.tolist() for a in np.split(np.arange(sum(lengths)), cuts)]
-    positions = np.concatenate([np.arange(n) for n in lengths])  # each sequence's own 0, 1, ...
-    assert [part[3] for part in seen] == [a.tolist() for a in np.split(positions, cuts)]
-    assert all(part[4] is None for part in seen)  # no keys to exchange
-    np.testing.assert_array_equal(per_position, np.arange(sum(lengths)) * 10)  # side by side, in order
-    np.testing.assert_array_equal(per_sequence, lengths)
-    assert nothing is None
+    np.testing.assert_array_equal(out["per_position"], np.arange(sum(lengths)) * 10)  # side by side, in order
+    np.testing.assert_array_equal(out["nested"][0], lengths)
+    assert out["nested"][1] is None
 
 
-@pytest.mark.parametrize("W, threads, runs", [(9, 2, [4, 5]), (10, 3, [3, 3, 4]), (2, 2, [1, 1]), (1, 2, [1])])
-def test_a_lone_sequence_is_shared_out_between_positions_with_its_keys(small_parts, W, threads, runs):
+@pytest.mark.parametrize("lengths, threads, blas", [([4, 4], 2, 1), ([8], 2, 2), ([4, 4], 1, 1)])
+def test_blas_threads_per_pass_set_back_after(small_parts, lengths, threads, blas):
+    """A shared-out pass runs each part's products on one BLAS thread (a BLAS thread that has just
+    worked keeps spinning and would take a core from the parts); a pass on one thread gives its
+    products all of `threads`. BLAS's count is set back after."""
+    before = parallel.get_blas_threads()
+    if before is None:
+        pytest.skip("this BLAS does not say how many threads it uses")
     with parallel.using_threads(threads):
-        seen, (per_position, (per_sequence, _)) = shares([W])
-    assert [len(part[2]) for part in seen] == runs and len({part[0] for part in seen}) == len(runs)
-    for thread, lengths, ids, positions, keys in seen:
-        assert lengths == [W]  # the whole sequence's: its keys
-        assert positions == ids  # its own positions in the sequence, from where its run starts
-        assert keys == (None if len(runs) == 1 else list(range(W)))  # every thread's keys, in order
-    np.testing.assert_array_equal(per_position, np.arange(W) * 10)
-    np.testing.assert_array_equal(per_sequence, [W] * len(runs))  # each part's `lengths`, side by side
+        seen, _ = shares(lengths)
+    assert {part[3] for part in seen} == {blas}
+    assert parallel.get_blas_threads() == before
 
 
-def test_threads_exchange_keys_layer_after_layer():
-    """Two slots, used in turn: a fast thread's next layer never overwrites keys a slow one still reads."""
-    exchange = parallel.KeyExchange(2)
-    got = {0: [], 1: []}
-
-    def part(i):
-        for layer in range(6):
-            if i == layer % 2:
-                time.sleep(0.02)  # the threads take turns being slow
-            k = np.full((1, 2), 10 * layer + i)
-            keys, values = exchange(i, k, -k)
-            got[i].append(keys[0].tolist())
-            assert values.tolist() == (-keys).tolist()
-
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(part, [0, 1]))
-    assert got[0] == got[1] == [[10 * layer] * 2 + [10 * layer + 1] * 2 for layer in range(6)]
-
-
-@pytest.mark.parametrize("lengths, fail", [([3, 3], 3), ([8], 4), ([8], 0)])
-def test_a_failing_part_raises_its_error_once_all_parts_are_done(small_parts, lengths, fail):
-    """A batch's second part, a lone sequence's second or first run: the others stop waiting for its keys."""
-    result = []
-    with parallel.using_threads(2):
-        thread = threading.Thread(target=lambda: result.append(pytest.raises(NpsqueezeError, shares, lengths, fail)),
-                                  daemon=True)
-        thread.start()
-        thread.join(30)
-    assert not thread.is_alive(), "a part waits for the keys of one that failed"
-    assert result and result[0].match("a part failed")
+def test_a_failing_part_raises_its_error(small_parts):
+    with parallel.using_threads(2), pytest.raises(NpsqueezeError, match="a part failed"):
+        shares([3, 3], fail=3)
 
 
 @pytest.mark.parametrize("M, N, threads, want", [
-    (127, 1, 2, 1), (128, 1, 2, 2), (128, 2, 2, 2), (600, 3, 4, 3), (1000, 1, 4, 4), (500, 8, 1, 1)])
+    (127, 2, 2, 1), (128, 1, 2, 1), (128, 2, 2, 2), (600, 3, 4, 3), (1000, 1, 4, 1), (500, 8, 1, 1)])
 def test_inputs_too_short_for_two_threads_run_on_one(M, N, threads, want):
     with parallel.using_threads(threads):
-        assert parallel.threads_for(M, N) == want  # 64 positions per thread at least
+        assert parallel.threads_for(M, N) == want  # 64 positions per thread at least, a sequence each
 
 
 def test_no_sharing_out_while_the_profile_counts(small_parts):
-    with parallel.using_threads(2), ops.tally():
+    with parallel.using_threads(2), tally():
         seen, _ = shares([3, 3])
     assert len(seen) == 1 and seen[0][0] == threading.get_ident()
 
 
-@pytest.mark.parametrize("W, blas", [(8, 1), (1, 2)])
-def test_a_shared_out_pass_runs_its_pooler_on_one_blas_thread_and_its_head_on_all(small_parts, monkeypatch, W, blas):
-    """A BLAS thread that has just worked keeps spinning, taking a core from the next pass's threads;
-    the head's products (the masked-LM decoder's is large) still have every BLAS thread."""
-    if parallel.get_blas_threads() is None:
-        pytest.skip("this BLAS does not say how many threads it uses")
-    model, lengths, ids, types, mask = golden_batch("squeezebert", "ForSequenceClassification", [W], seed=0)
-    seen = []
-    linear = npsqueeze.model.linear
-    monkeypatch.setattr(npsqueeze.model, "linear", lambda *a, tag, **k: seen.append((tag, parallel.get_blas_threads()))
-                        or linear(*a, tag=tag, **k))
-    with parallel.using_threads(2):
-        model(ids, mask, types)
-        assert seen == [("pooler", blas), ("head", 2)]  # pooler: 1 where the pass was shared out (8 positions)
-        assert parallel.get_blas_threads() == 2  # set back after the pass
-
-
 def test_two_callers_at_once_each_get_their_own_answer(small_parts):
-    """Each pass starts its own threads: two passes at once, a lone sequence's among them, never wait
-    for each other's parts (with one shared pool of two threads, the two halves waiting at their
-    exchanges could hold both threads while the other halves queued)."""
+    """Each pass starts its own threads: passes at once, lone sequences among them, never wait for
+    each other's parts."""
     model, lengths, ids, types, mask = golden_batch("squeezebert", "Model", [9, 12], seed=2)
     inputs = [(ids[:1], mask[:1], types[:1]), (ids, mask, types)]
     with parallel.using_threads(1):
@@ -233,7 +187,7 @@ def test_a_forked_child_shares_out_batches_too(small_parts):
 @pytest.mark.parametrize("lengths", [[5, 9, 2, 9, 4], [9, 12]], ids=["batch", "lone"])
 def test_two_threads_give_what_one_gives(small_parts, family, head, lengths):
     """Every output, padded and packed, hidden states included, with the batch on one thread or two: a
-    batch's sequences shared out; a lone sequence's positions, padded (the first of [9, 12]) and not."""
+    batch's sequences shared out; a lone sequence, padded (the first of [9, 12]), on one thread."""
     model, lengths, ids, types, mask = golden_batch(family, head, lengths, seed=1)
     if len(lengths) == 2:
         lengths, ids, types, mask = lengths[:1], ids[:1], types[:1], mask[:1]  # 9 tokens, 3 padding
@@ -259,14 +213,14 @@ def one_process():
 def test_workers_give_the_same_embeddings_in_input_order(one_process):
     embed, want = one_process
     with_workers = npsqueeze.pipeline("sentence-embedding", minilm_path(), batch_size=2, workers=2)
-    with_workers.MIN_BATCHES_PER_WORKER = 1  # 4 batches: use the workers
+    with_workers.workers.MIN_BATCHES_PER_WORKER = 1  # 4 batches: use the workers
     try:
         for _ in range(2):  # the second call reuses the processes
             np.testing.assert_array_equal(with_workers(TEXTS), want)
-        assert "pool" in with_workers.started
+        assert with_workers.workers.pool is not None
     finally:
         with_workers.close()
-    assert not with_workers.started
+    assert with_workers.workers.pool is None
 
 
 @pytest.mark.parametrize("executor", [ThreadPoolExecutor, ProcessPoolExecutor])
@@ -277,7 +231,7 @@ def test_any_executor(one_process, executor):
         np.testing.assert_array_equal(embed(TEXTS), want)
         features = npsqueeze.pipeline("feature-extraction", minilm_path(), batch_size=3, return_tensors=True)
         want = features(TEXTS)
-        features.executor = pool
+        features.workers.executor = pool
         for got, w in zip(features(TEXTS), want, strict=True):  # [1, W_n, C] each
             np.testing.assert_array_equal(got, w)
 

@@ -219,7 +219,7 @@ def test_pipeline_options_bad_names_and_values(checkpoint):
         (lambda: npsqueeze.pipeline("text-classification", folder, topk=2),
          "text-classification has no option 'topk'; it takes batch_size, max_length, top_k"),
         (lambda: npsqueeze.pipeline("text-classification", folder, text_pair="x"), "has no option 'text_pair'"),
-        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, top_k$"),
+        (lambda: classify("a", topk=2), "has no option 'topk'; it takes batch_size, max_length, top_k, function_to_apply$"),
         (lambda: classify("a", top_k=0), "top_k must be a positive integer, got 0"),
         (lambda: classify("a", batch_size=0), "batch_size must be a positive integer"),
         (lambda: classify("a", max_length=-3), "max_length must be a positive integer"),
@@ -460,7 +460,7 @@ def test_encode_matches_sentence_transformers(minilm, sentence_transformers):
     np.testing.assert_allclose(as_list, [t.numpy() for t in theirs_list], atol=1e-5, rtol=0)
     assert minilm.encode([]).shape == theirs.encode([]).shape == (0,)
     assert minilm.encode([], convert_to_numpy=False) == []
-    with pytest.raises(NpsqueezeError, match="convert_to_tensor needs torch"):
+    with pytest.raises(NpsqueezeError, match="encode: convert_to_tensor is not supported: npsqueeze gives NumPy arrays"):
         minilm.encode(SENTENCES, convert_to_tensor=True)
 
 

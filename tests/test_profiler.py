@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from checkpoints import SMALL, SMALL_BERT
-from npsqueeze import ops, parallel
+from npsqueeze import parallel
 from npsqueeze.config import Config
 from npsqueeze.tools import flops, measure, profiler
+from npsqueeze.tools.tally import tally
 from npsqueeze.tools.cli import main
 
 FAMILIES = {"squeezebert": SMALL, "bert": SMALL_BERT}
@@ -62,7 +63,7 @@ def test_steps_do_not_nest():
 
 
 def test_an_untimed_tally_records_only_products():
-    with ops.tally() as counts:
+    with tally() as counts:
         random_model(small("bert"), None)(flops.dummy_ids(8, 1, None))
     assert set(counts) == {m for m, n in flops.analytic_flops(small("bert"), 8).items() if n}
     assert all(c.seconds == 0 for c in counts.values())
@@ -202,12 +203,12 @@ def test_bench_profile(small_configs, capsys):
 
 
 def test_using_threads_restores_the_count():
-    before = parallel.get_blas_threads()
-    if before is None:
-        pytest.skip("this BLAS does not say how many threads it runs")
+    before = parallel.get_threads()
     with parallel.using_threads(1):
-        assert parallel.get_threads() == parallel.get_blas_threads() == 1
-    assert parallel.get_blas_threads() == before
+        assert parallel.get_threads() == 1
+        with parallel.using_threads(None):  # None: as outside
+            assert parallel.get_threads() == 1
+    assert parallel.get_threads() == before
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -17,6 +17,7 @@ from optional import given, settings, st, transformers
 from checkpoints import minilm_path
 from npsqueeze import NpsqueezeError, Tokenizer
 from npsqueeze.config import WEIGHTS_DIR
+from npsqueeze.prefixes import prefixes
 
 VOCAB = WEIGHTS_DIR / "vocab.txt"
 
@@ -228,18 +229,21 @@ def test_special_settings_change_ids(tmp_path, tok):
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=60), pair=st.one_of(st.none(), st.text(max_size=40)))
 def test_random_unicode_matches_fast(tok, fast, text, pair):
-    # as a batch of one: transformers' fast tokenizer drops an empty *single* pair (`if text_pair`)
-    texts, pairs = [text], None if pair is None else [pair]
     args = dict(max_length=20, truncation=True)
-    assert_same(tok(text, pair, **args, return_tensors="np"), reference(fast, texts, pairs, **args))
-    assert_same(tok(text, pair, return_tensors="np"), reference(fast, texts, pairs))
+    assert_same(tok(text, pair, **args, return_tensors="np"), reference(fast, text, pair, **args))
+    assert_same(tok(text, pair, return_tensors="np"), reference(fast, text, pair))
+    batch = [text], None if pair is None else [pair]
+    assert_same(tok(*batch, **args, return_tensors="np"), reference(fast, *batch, **args))
 
 
-def test_empty_pair_is_a_pair(tok, fast, slow):
-    """("a", "") is [CLS] a [SEP] [SEP], as the slow tokenizer and the fast one on a batch encode it."""
-    ids = [101, 1037, 102, 102]
-    assert tok("a", "")["input_ids"] == ids
-    assert slow("a", "")["input_ids"] == fast(["a"], [""])["input_ids"][0] == ids
+def test_empty_pair_as_transformers(tok, fast):
+    """transformers drops the empty pair of a single text (`if text_pair`): ("abc", "") is [CLS] abc
+    [SEP]; in a batch, "" stays an empty second text: [CLS] abc [SEP] [SEP]."""
+    assert tok("abc", "")["input_ids"] == fast("abc", "")["input_ids"] == [101, 5925, 102]
+    assert tok.encode("abc", "") == fast.encode("abc", "") == [101, 5925, 102]
+    assert tok("", "") == dict(fast("", "")) and tok("", "x") == dict(fast("", "x"))
+    assert tok(["abc", "d"], ["", "e"]) == dict(fast(["abc", "d"], ["", "e"]))
+    assert tok(["abc"], [""])["input_ids"] == [[101, 5925, 102, 102]]
 
 
 def test_decode_matches_fast(ours, fast):
@@ -345,14 +349,20 @@ def test_bad_calls(tok):
         (lambda: tok("a", truncation=[1]), "truncation must be one of"),
         (lambda: tok("a", padding="yes"), "padding must be one of"),
         (lambda: tok("a", truncation=True), "need max_length"),
-        (lambda: tok("a", "b", max_length=2, truncation=True), "at least 3 .*pair"),
+        (lambda: tok("a", "b", max_length=2, truncation=True), r"at least 3 \(the special tokens"),
         (lambda: tok("a", max_length=1, truncation=True), "at least 2"),
         (lambda: tok("a", max_length=2.5, truncation=True), "must be an integer"),
         (lambda: tok(["a", "a b c"], return_tensors="np"), "pass padding=True"),
-        (lambda: tok("bad \ud800 surrogate"), "cannot tokenize"),
+        (lambda: tok("bad \ud800 surrogate"), r"the text has a lone surrogate U\+D800, which is not Unicode "
+                                               r"text, at character 4 \(counting from 0\)"),
+        (lambda: tok(["ok", "ok"], ["ok", "x \udcff"]), r"input 2's pair has byte 0xff, which is not UTF-8, at "
+                                                        r"character 2"),
+        (lambda: tok([["a"], ["b", "c\udc80"]], is_split_into_words=True), r"input 2 has byte 0x80.* at "
+                                                                             r"character 1 of word 1"),
         (lambda: tok.decode([0, 30522]), "token id 30522 is outside the vocabulary"),
         (lambda: tok.decode([-1]), "token id -1 is outside"),
-        (lambda: tok.decode([[1, 2]]), "1-D sequence of integers"),
+        (lambda: tok.decode([[[1, 2]]]), "1-D sequence of integers"),
+        (lambda: tok.decode(np.zeros((1, 1, 2), np.int64)), "1-D sequence of integers"),
         (lambda: tok.decode([1.5]), "1-D sequence of integers"),
     ]
     for call, match in bad:
@@ -365,12 +375,12 @@ def test_bad_calls(tok):
 def assert_heads_exact(tok, texts, pairs, max_length, truncation=True):
     """Encoding the heads truncated gives what encoding the whole texts truncated gives, or its error."""
     try:
-        whole = tok.encode(texts, pairs, max_length, truncation)
+        whole = tok.encodings(texts, pairs, max_length, truncation)
     except NpsqueezeError as e:  # e.g. only_second with a short second text
         with pytest.raises(NpsqueezeError, match=re.escape(str(e))):
-            tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+            tok.encodings(*prefixes(tok, texts, pairs, max_length), max_length, truncation)
         return
-    cut = tok.encode(*tok.heads(texts, pairs, max_length), max_length, truncation)
+    cut = tok.encodings(*prefixes(tok, texts, pairs, max_length), max_length, truncation)
     for w, c in zip(whole, cut, strict=True):
         assert (c.ids, c.type_ids, c.offsets, bool(c.overflowing)) == (w.ids, w.type_ids, w.offsets,
                                                                         bool(w.overflowing))
@@ -414,14 +424,17 @@ def test_heads_property(tok, text, pair, max_length):
 
 def test_what_heads_cut(tok):
     long = "The quick brown fox jumps over the lazy dog. " * 250_000  # 11 MB: read 32 KB of it
-    text, = tok.heads([long], None, 512)[0]
+    text, = prefixes(tok, [long], None, 512)[0]
     assert len(text) == 8192 and long.startswith(text)
-    assert tok.heads(["short"], ["pair"], 512) == (["short"], ["pair"])
+    assert prefixes(tok, ["short"], ["pair"], 512) == (["short"], ["pair"])
     with pytest.raises(NpsqueezeError, match=r"input 2: the first 1,048,576 of its 2,000,001 characters do not "
                                              r"settle its first 512 tokens \(a long run of spaces, or a huge word\?\)"):
-        tok.heads(["fine", "a" + " " * 2_000_000], None, 512)
-    with pytest.raises(NpsqueezeError, match="input 1: a pair of texts both longer than the model's limit"):
-        tok.heads([long], [long], 512)
+        prefixes(tok, ["fine", "a" + " " * 2_000_000], None, 512)
+    # a pair of two such texts: each read in part, and counted in pieces to tell which is longer (a tie)
+    cut = tok.encodings(*prefixes(tok, [long], [long[:-1]], 512), 512, True)[0]
+    whole = tok.encodings(long[:20_000], long[:20_001], 512, True)[0]  # tied too: the same first tokens
+    assert (cut.ids, cut.offsets, bool(cut.overflowing)) == (whole.ids, whole.offsets, True)
+    assert cut.type_ids.count(1) == 255 + 1  # of 509 places, 255 go to the second text on a tie (and its [SEP])
 
 
 # --- vocabularies and tokenizer.json files that do not fit ----------------------------------------

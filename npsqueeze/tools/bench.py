@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import NpsqueezeError, load_config
-from ..model import from_pretrained
+from ..modeling import from_pretrained
 from ..weights import CONVERTED, WEIGHT_FILES
 from . import flops, profiler
 from .measure import (THREAD_VARS, WARMUP, blas_threads, check_memory, check_workload, environment,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import Config, NpsqueezeError
-from ..model import ARCHITECTURES, model_class
+from ..modeling import ARCHITECTURES, model_class
 from ..weights import (CONVERTED, FORMAT, Entry, check_layers, engine_tensors, load_params, read_checkpoint,
                       safetensors_file, strip_prefix, weight_files, weight_map)
 

@@ -15,10 +15,10 @@ from typing import Callable
 import numpy as np
 
 from ..config import Config
-from ..model import ARCHITECTURES
-from ..ops import count_flops
+from ..modeling import ARCHITECTURES
 from ..weights import HEADS as HEAD_TABLE
 from ..weights import weight_map
+from .tally import STEP_OF, count_flops
 
 # Every module of the breakdown, in the order data flows through the model.
 MODULES = ("embeddings", "query", "key", "value", "attention_scores", "attention_context",
@@ -122,13 +122,13 @@ def elementwise_ops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | 
     return e
 
 
-# The elementwise steps `ops.tally(timed=True)` times, each under its own name.
-STEPS = ("embeddings", "layout", "add", "layer_norm", "softmax", "gelu", "relu", "tanh")
+# The elementwise steps `tally.tally(timed=True)` times, each under its own name.
+STEPS = tuple(dict.fromkeys(STEP_OF.values()))
 
 
 def elementwise_steps(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None
                       ) -> dict[str, tuple[int, int]]:
-    """Per elementwise step of the engine (STEPS, as `ops.tally` names them): the elements its calls
+    """Per elementwise step of the engine (STEPS, as `tally.tally` names them): the elements its calls
     write and the operations they take (ELEMENTWISE_OPS), for `batch_size` unpadded sequences of
     `seq_len` tokens. Nothing is padded, so the engine adds no mask: unlike `elementwise_ops`, none
     is counted. Table lookups and layout copies move memory and do no arithmetic: 0 operations.
@@ -176,7 +176,7 @@ def dummy_ids(seq_len: int, batch_size: int, head: str | None) -> np.ndarray:
 
 def instrumented_flops(cfg: Config, seq_len: int, batch_size: int = 1, head: str | None = None
                        ) -> dict[str, int]:
-    """FLOPs per module as tallied by `ops.matmul` while the engine runs a forward pass.
+    """FLOPs per module as `tally.count_flops` counts them while the engine runs a forward pass.
 
     The weights are zero-stride views of one zero, so this needs no checkpoint and no weight memory;
     the matmuls still run on [batch_size, seq_len] activations (about 1 s per 100 GFLOP here).

@@ -30,12 +30,12 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from ..config import NpsqueezeError, check_count, parse_json
-from ..parallel import call, default_workers, stop, worker_pool
 from ..pipelines import FillMask, Pipeline, SentenceEmbedding, TextClassification, cosine_similarity
+from ..workers import Workers, call, default_workers, stop, worker_pool
 from . import stream
 
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
-CHUNK_BATCHES = Pipeline.MIN_BATCHES_PER_WORKER  # a chunk: the least work worth a worker process
+CHUNK_BATCHES = Workers.MIN_BATCHES_PER_WORKER  # a chunk: the least work worth a worker process
 CLUSTER_VARIABLE = "NPSQUEEZE_CLUSTER"
 INPUT_RULE = ("Input n (the n-th TEXT, or line n of stdin or --file) gives the n-th result: \"line\": n in JSON, "
               "row n-1 of a .npy. A blank line is an empty text, in .txt and .jsonl files alike.")

@@ -1,6 +1,6 @@
 """Where the time of a forward pass goes: each module's measured time beside its FLOPs.
 
-One mechanism counts and times. Inside `ops.tally(timed=True)` every matrix product records its
+One mechanism counts and times. Inside `tally.tally(timed=True)` (tally.py) every matrix product records its
 FLOPs and its wall time under its module (query, key, ..., head), and every elementwise step its
 wall time under its own name (embeddings, layout, add, layer_norm, softmax, gelu, tanh). `profile`
 runs such passes in turns with unprofiled passes of the same models: the modules' sum is then
@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from .. import ops
 from . import flops
+from .tally import Counts, tally
 from .measure import WARMUP, timings
 
-STEP_LABELS = {  # the elementwise steps of ops.tally -> what they are
+STEP_LABELS = {  # the elementwise steps of the tally -> what they are
     "embeddings": "embedding lookups", "layout": "layout copies [M, C] <-> [C, M]",
     "add": "bias and residual adds", "layer_norm": "LayerNorm", "softmax": "softmax (+ mask, 1/sqrt(d))",
     "gelu": "GELU (exact erf)", "relu": "ReLU", "tanh": "tanh (pooler)",
@@ -32,9 +32,9 @@ LINE_COLORS = ("#1f4e9c", "#d9480f", "#2b8a3e", "#7b3fa0", "#8d6e63", "#e64980")
 
 # --- measuring -----------------------------------------------------------------------------------
 
-def timed_pass(model, ids: np.ndarray) -> dict[str, ops.Counts]:
+def timed_pass(model, ids: np.ndarray) -> dict[str, Counts]:
     """One forward pass of `model` on `ids` in a timed tally: {module: Counts} with its seconds."""
-    with ops.tally(timed=True) as counts:
+    with tally(timed=True) as counts:
         model(ids)
     return counts
 
@@ -52,7 +52,7 @@ def profile(models: dict, ids: np.ndarray, repeat: int) -> dict[str, dict]:
             for name, model in models.items()}
 
 
-def summary(model, ids: np.ndarray, passes: list[dict[str, ops.Counts]], forward: list[float],
+def summary(model, ids: np.ndarray, passes: list[dict[str, Counts]], forward: list[float],
             profiled: list[float]) -> dict:
     """The profile of `model` from its timed tallies (`passes`) and the wall times in seconds of its
     unprofiled (`forward`) and profiled passes: what `report --measure` writes as "profile".

