@@ -507,3 +507,27 @@ def test_atomic_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_pa
             f.write(b"new, half")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"] and (tmp_path / "report.md").read_text() == "old"
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to find the worker processes")
+def test_a_worker_process_that_dies_is_one_line_and_the_work_done_kept(models, files, tmp_path):
+    out = tmp_path / "e.npy"
+    command = subprocess.Popen([sys.executable, "-m", "npsqueeze", "embed", str(models[None]), "--file",
+                                str(files[20_000]), "--out", str(out), "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    data = tmp_path / "e.npy.partial" / "data"
+    deadline = time.monotonic() + 300
+    while not (data.exists() and data.stat().st_size > 500_000):
+        assert command.poll() is None and time.monotonic() < deadline, command.communicate()
+        time.sleep(0.01)
+    workers = [c for c in children(command.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    _, err = command.communicate(timeout=300)
+    assert_one_line(subprocess.CompletedProcess([], command.returncode, "", err),
+                    "npsqueeze embed: error: a worker process ended unexpectedly")
+    assert not out.exists()
+    assert npsqueeze_cli("embed", models[None], "--file", files[20_000], "--out", out, "--resume").returncode == 0

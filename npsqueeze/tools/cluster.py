@@ -45,6 +45,11 @@ def connect(address: str, task: Callable):
             raise NpsqueezeError(f"the Dask cluster at {address} has no workers")
         check_workers(client, pickle.dumps(task))
         yield executor(client), slots
+    except (NpsqueezeError, OSError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # the cluster's own: a chunk whose workers kept dying, a scheduler gone
+        raise NpsqueezeError(f"the Dask cluster at {address} failed: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     finally:
         client.close()
 

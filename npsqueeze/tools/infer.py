@@ -23,6 +23,7 @@ import pickle
 import re
 import sys
 import warnings
+from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -236,8 +237,10 @@ def running(args, task: Callable, chunks: Iterator[stream.Chunk]):
     pool = worker_pool(args.workers)
     try:
         yield remote, chunks, pool, 2 * args.workers
-    except BaseException:
+    except BaseException as e:
         stop(pool)
+        if isinstance(e, BrokenExecutor):  # a worker process died (killed, out of memory)
+            raise NpsqueezeError(f"a worker process ended unexpectedly ({e})") from None
         raise
     pool.shutdown()  # before the interpreter's exit, which would print errors of its own
 
@@ -264,7 +267,7 @@ def run_job(args, pipe: Pipeline, options: dict, inputs: Source, output: "Output
                     bar.update(len(chunk.items))
         except KeyboardInterrupt:
             if partial and partial.save():
-                print(f"npsqueeze {args.command}: stopped with {partial.done:,} inputs done, kept in "
+                print(f"npsqueeze {args.command}: stopped with {partial.committed[0]:,} inputs done, kept in "
                       f"{partial.folder}: run the same command with --resume to go on", file=sys.stderr)
             raise
         if partial:
