@@ -142,7 +142,8 @@ class Partial:
     last whole chunk written, and the last one progress.json records. `form` is NpyRows or JsonLines;
     `run` says which run this is (the input and options), compared when resuming.
 
-    Fresh (resume False), the folder must not exist: a stale one is reported, never reused or removed.
+    Without `resume`, a folder left by another run is reported, never reused or removed; but one
+    without a progress record, from a run stopped as it started, holds nothing and starts afresh.
     """
 
     def __init__(self, out: Path, form, run: dict, resume: bool):
