@@ -57,7 +57,7 @@ class Pipeline:
     the task's own options (the keyword-only arguments of its `predict`, e.g. top_k), as defaults
     for every call; a call's own `batch_size`, `max_length`, `progress` and options hold for it alone.
 
-    `threads`: the threads each call's forward passes use (see parallel.py: a batch's positions
+    `threads`: the threads each call's forward passes use (see parallel.py: a batch's sequences
     shared out among them); None: the library's default (parallel.set_threads, else all cores).
     Pass threads=1 where many callers share the cores already, e.g. a web server's threads.
     `workers` > 1 runs large inputs in that many worker processes, or pass any `executor` of
@@ -490,7 +490,8 @@ class QuestionAnswering(Pipeline):
         the `top_k` best when top_k > 1. `doc_stride`: the tokens that consecutive windows of a long
         context share (default: half the model's limit, at most 128). As in transformers 4, one
         question in a list is answered as that question alone."""
-        if context is None and isinstance(question, (dict, list)):
+        if context is None and (isinstance(question, dict) or isinstance(question, list)
+                                and any(isinstance(q, dict) for q in question)):
             question, context = question_contexts(question)
         questions, _ = as_texts(question)
         _, contexts = as_batch(question, context)

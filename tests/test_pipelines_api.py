@@ -7,6 +7,7 @@ warnings that point at the caller's line."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -217,11 +218,8 @@ def test_similarity_dimension_and_max_seq_length(minilm, theirs, checkpoint):
     assert cls_max.get_sentence_embedding_dimension() == 96 == cls_max.encode("x").shape[0]
 
 
-def test_prompts_from_config_sentence_transformers(checkpoint, tmp_path, sentence_transformers):
+def test_prompts_from_config_sentence_transformers(tmp_path, sentence_transformers):
     """config_sentence_transformers.json's prompts and default_prompt_name, as sentence-transformers reads them."""
-    import shutil
-
-    folder, _ = checkpoint("bert", None, seed=5)
     st = tmp_path / "st"
     shutil.copytree(minilm_path(), st)
     (st / "config_sentence_transformers.json").write_text(json.dumps(
