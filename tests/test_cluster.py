@@ -68,7 +68,7 @@ def test_a_killed_worker_has_its_chunks_done_again(cluster, models, files, tmp_p
     _, err = command.communicate(timeout=300)
     assert command.returncode == 0 and err.decode() == f"wrote {out}: 20,000 embeddings of 48 dims\n", err
     assert out.read_bytes() == (tmp_path / "local.npy").read_bytes()
-    client.wait_for_workers(2, timeout=60)  # its nanny starts it again, for the tests after this one
+    client.wait_for_workers(2, timeout=120)  # its nanny starts it again, for the tests after this one
 
 
 def test_the_python_api_takes_the_clusters_executor(cluster, models):
