@@ -38,8 +38,9 @@ from . import stream
 SIMILARITY_TABLE_MAX = 12  # more texts than this: no similarity table (it would not be readable)
 CHUNK_BATCHES = Workers.MIN_BATCHES_PER_WORKER  # a chunk: the least work worth a worker process
 CLUSTER_VARIABLE = "NPSQUEEZE_CLUSTER"
-INPUT_RULE = ("Input n (the n-th TEXT, or line n of stdin or --file) gives the n-th result: \"line\": n in JSON, "
-              "row n-1 of a .npy. A blank line is an empty text, in .txt and .jsonl files alike.")
+INPUT_RULE = ("Texts come from the TEXT arguments, '-' (stdin) or --file: one of them. Input n (the n-th TEXT, or "
+              "line n of stdin or --file) gives the n-th result: \"line\": n in JSON, row n-1 of a .npy. A blank line "
+              "is an empty text, in .txt and .jsonl files alike.")
 
 
 class Command(NamedTuple):
