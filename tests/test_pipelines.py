@@ -668,26 +668,32 @@ def test_cli_classify_pairs_and_jsonl(checkpoint, capsys, tmp_path):
     jsonl.write_text(json.dumps({"text": PREMISES[2], "pair": HYPOTHESES[2]}) + "\n\n"
                      + json.dumps({"text": PREMISES[0]}) + "\n")
     code, out, _ = run_cli(capsys, "classify", folder, "--file", jsonl, "--json", "--batch-size", 1)
-    records = json_lines(out)
-    assert code == 0 and [r.get("pair") for r in records] == [HYPOTHESES[2], None]
+    records = json_lines(out)  # the blank line is an empty text, as in a .txt file
+    assert code == 0 and [(r["line"], r["text"], r.get("pair")) for r in records] == [
+        (1, PREMISES[2], HYPOTHESES[2]), (2, "", None), (3, PREMISES[0], None)]
     assert_close_records(records[0]["labels"], expected(PREMISES[2], HYPOTHESES[2]), ("label",))
-    assert_close_records(records[1]["labels"], expected(PREMISES[0]), ("label",))
+    assert_close_records(records[1]["labels"], expected(""), ("label",))
+    assert_close_records(records[2]["labels"], expected(PREMISES[0]), ("label",))
 
 
 def test_cli_embed_stdin_file_and_table(capsys, monkeypatch, tmp_path, minilm_reference):
-    """One answer per line, blank lines included (an empty text), in order, with the line numbers."""
+    """One answer per line, blank lines included (an empty text), in order, with the line numbers;
+    texts come from the arguments, stdin or --file, one of them."""
     model = minilm_path()
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:2]) + "\n\n" + SENTENCES[2] + "\n"))
     (tmp_path / "more.txt").write_text("\n".join(SENTENCES[3:5]) + "\r\n\n")  # CRLF, and a blank last line
-    code, out, err = run_cli(capsys, "embed", model, "--json", SENTENCES[5], "-", "--file", tmp_path / "more.txt")
+    code, out, err = run_cli(capsys, "embed", model, "--json", "-")
+    _, more, _ = run_cli(capsys, "embed", model, "--json", "--file", tmp_path / "more.txt")
     assert code == 0 and err == ""
-    records = json_lines(out)
+    records = json_lines(out + more)
     assert [(r.get("line"), r["text"]) for r in records] == [
-        (None, SENTENCES[5]), (1, SENTENCES[0]), (2, SENTENCES[1]), (3, ""), (4, SENTENCES[2]),
-        (1, SENTENCES[3]), (2, SENTENCES[4]), (3, "")]
+        (1, SENTENCES[0]), (2, SENTENCES[1]), (3, ""), (4, SENTENCES[2]), (1, SENTENCES[3]), (2, SENTENCES[4]), (3, "")]
     expected = reference_embeddings(minilm_path(), [r["text"] for r in records])
     np.testing.assert_allclose([r["embedding"] for r in records], expected, atol=1e-5)
-    np.testing.assert_allclose(expected[[1, 2, 4]], minilm_reference[:3], atol=1e-6)
+    np.testing.assert_allclose(expected[[0, 1, 3]], minilm_reference[:3], atol=1e-6)
+    for mixed in ([SENTENCES[5], "-"], [SENTENCES[5], "--file", tmp_path / "more.txt"], ["-", "--file", "x.txt"]):
+        check_one_line_error(*run_cli(capsys, "embed", model, *mixed), ["embed"],
+                             "give texts as arguments, '-' for stdin, or --file: one of them")
     code, out, _ = run_cli(capsys, "embed", model, *SENTENCES[:3])
     assert code == 0
     assert "384 dims, mean pooling, normalized" in out
@@ -847,4 +853,5 @@ def test_cli_end_to_end_in_a_subprocess(minilm_reference):
                                 timeout=120, env={**os.environ, **env})
         assert latin1.returncode == 2 and latin1.stdout == b""
         assert latin1.stderr.decode().splitlines() == [
-            "npsqueeze embed: error: cannot read stdin: it is not UTF-8 text (invalid continuation byte at byte 3)"]
+            "npsqueeze embed: error: cannot read stdin: line 1 is not UTF-8 text (invalid continuation byte at byte 3 "
+            "of the line)"]

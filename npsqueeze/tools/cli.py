@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import NpsqueezeError
 from .measure import keep_freed_memory
+from .stream import why
 
 # subcommand -> (module, one-line help); "module:name" when one module serves several subcommands
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -86,6 +87,8 @@ def atomic_write(path: Path):
         with open(tmp, "wb") as f:
             yield f
         os.replace(tmp, path)
+    except OSError as e:
+        raise NpsqueezeError(f"cannot write {path}: {why(e)}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -97,15 +100,33 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # now rather than at exit, where a failure would be a traceback
+        return code
+    except BrokenPipeError:  # the reader of stdout is gone (`| head`): stop quietly, as Unix tools do
+        quiet_stdout()
+        return 0
     except (NpsqueezeError, OSError) as e:
-        print(f"npsqueeze {args.command}: error: {e}", file=sys.stderr)
+        message = e if isinstance(e, NpsqueezeError) else f"{e.filename}: {why(e)}" if e.filename else why(e)
+        print(f"npsqueeze {args.command}: error: {message}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the error was stdout's (a full disk)
+            quiet_stdout()
         return 2
     except MemoryError:  # what the size checks did not foresee
         print(f"npsqueeze {args.command}: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it at exit, and would print an error for the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's StringIO)
+        pass
 
 
 if __name__ == "__main__":
