@@ -66,7 +66,9 @@ def test_a_killed_worker_has_its_chunks_done_again(cluster, models, files, tmp_p
     victim, pid = next(iter(client.run(os.getpid).items()))
     os.kill(pid, signal.SIGKILL)  # mid-job: its chunks in flight are lost
     _, err = command.communicate(timeout=300)
-    assert command.returncode == 0 and err.decode() == f"wrote {out}: 20,000 embeddings of 48 dims\n", err
+    err = err.decode()  # a loaded machine may add a line of dask's own (a heartbeat missed); never a traceback
+    assert command.returncode == 0 and err.endswith(f"wrote {out}: 20,000 embeddings of 48 dims\n"), err
+    assert "Traceback" not in err and err.count("\n") <= 2, err
     assert out.read_bytes() == (tmp_path / "local.npy").read_bytes()
     client.wait_for_workers(2, timeout=120)  # its nanny starts it again, for the tests after this one
 
