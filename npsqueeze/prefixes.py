@@ -42,13 +42,23 @@ def prefixes(tokenizer: Tokenizer, texts: list[str], pairs: list[str | None] | N
             p_cut = prefix(tokenizer, p, max(max_length, count_tokens(tokenizer, t, what)), what)
         elif p_cut is p:
             t_cut = prefix(tokenizer, t, max(max_length, count_tokens(tokenizer, p, what)), what)
-        elif count_tokens(tokenizer, t, what) > count_tokens(tokenizer, p, what):  # both cut
-            t_cut = prefix(tokenizer, t, count_tokens(tokenizer, p_cut, what), what)
+        elif (n_t := count_tokens(tokenizer, t, what)) > (n_p := count_tokens(tokenizer, p, what)):  # both cut
+            t_cut, p_cut = keep_longer(tokenizer, t, n_t, p, p_cut, what)
         else:
-            p_cut = prefix(tokenizer, p, count_tokens(tokenizer, t_cut, what), what)
+            p_cut, t_cut = keep_longer(tokenizer, p, n_p, t, t_cut, what)
         cut.append(t_cut)
         cut_pairs.append(p_cut)
     return cut, None if pairs is None else cut_pairs
+
+
+def keep_longer(tokenizer: Tokenizer, longer: str, n_longer: int, shorter: str, shorter_cut: str, what: str
+                ) -> tuple[str, str]:
+    """Cuts of a pair's two texts, `longer` having more tokens whole (`n_longer`): the longer's cut has
+    more tokens than the shorter's cut."""
+    longer_cut = prefix(tokenizer, longer, count_tokens(tokenizer, shorter_cut, what), what)
+    if longer_cut is longer:  # the shorter's cut ends in part of a word with more tokens than the whole word
+        return longer, prefix(tokenizer, shorter, n_longer, what)  # whole, as it has no more tokens
+    return longer_cut, shorter_cut
 
 
 def prefix(tokenizer: Tokenizer, text: str, tokens: int, what: str = "a text") -> str:
