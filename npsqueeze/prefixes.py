@@ -70,12 +70,14 @@ def prefix(tokenizer: Tokenizer, text: str, tokens: int, what: str = "a text") -
     tokenizer drops, is skipped. A text whose next MAX_READ characters do not settle them (a long
     run of spaces inside, one huge word) is refused rather than tokenized whole.
     """
+    n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
+    if len(text) <= n:
+        return text
     lead = len(text) - len(text.lstrip(SPACES)) if splits_at_spaces(tokenizer) else 0
     if lead > MAX_LEAD:
         raise NpsqueezeError(f"{what} starts with {lead:,} characters of whitespace: npsqueeze skips at most "
                              f"{MAX_LEAD:,}; strip the text first")
     rest = text[lead:]
-    n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
     before, cut = [], 0
     while n < len(rest):
         e = tokenizer.encodings(rest[:n], add_special_tokens=False)[0]
