@@ -1,5 +1,5 @@
 """The start of a long text that decides its first tokens: truncating a 5 MB text to 512 tokens
-should not tokenize all of it (the tokenizers library holds tens of bytes per character).
+should not tokenize all of it (the tokenizers library's memory grows with the text).
 
 Only the words a cut crosses tokenize differently from the whole text, so a prefix somewhat longer
 than the tokens it must give is enough; these functions find such a prefix by tokenizing prefixes of
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 MAX_READ = 1 << 20  # characters of a text tokenized at once, to find or count its first tokens
-# Leading whitespace the scan skips; the tokenizers library still reads it once, at ~50 bytes a character.
+# Leading whitespace the scan skips; the tokenizers library still reads it once (see README for its memory).
 MAX_LEAD = 8 << 20
 SPACES = " \t\n\r"  # whitespace that BERT's normalizer and pre-tokenizer split at and drop
 
