@@ -473,9 +473,10 @@ def as_batch(text, text_pair, is_split_into_words: bool = False) -> tuple[list, 
             p is None or is_text(p, is_split_into_words) for p in pairs)):
         raise NpsqueezeError("text_pair must match text: a string for a string, a list of the same "
                              "length for a list")
-    for i, t in enumerate(texts):
-        check_text(t, "the text" if single else f"input {i + 1}")
-        if pairs is not None and pairs[i] is not None:
+    for i, t in enumerate(texts):  # ASCII holds no surrogate: most texts need no search
+        if not is_ascii(t):
+            check_text(t, "the text" if single else f"input {i + 1}")
+        if pairs is not None and pairs[i] is not None and not is_ascii(pairs[i]):
             check_text(pairs[i], "the text pair" if single else f"input {i + 1}'s pair")
     return list(texts), None if pairs is None else list(pairs)
 
@@ -487,6 +488,10 @@ def is_text(t, is_split_into_words: bool) -> bool:
     return isinstance(t, str)
 
 
+def is_ascii(t: str | list[str]) -> bool:
+    return t.isascii() if isinstance(t, str) else all(w.isascii() for w in t)
+
+
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -495,7 +500,7 @@ def check_text(text: str | list[str], what: str) -> None:
     U+DC80-U+DCFF are the bytes that were not UTF-8 in a file or argument read with surrogateescape."""
     words = [text] if isinstance(text, str) else text
     for j, word in enumerate(words):
-        if not word.isascii() and (m := SURROGATE.search(word)):
+        if m := SURROGATE.search(word):
             c = ord(m.group())
             cause = (f"byte 0x{c - 0xDC00:02x}, which is not UTF-8," if 0xDC80 <= c <= 0xDCFF
                      else f"a lone surrogate U+{c:04X}, which is not Unicode text,")
