@@ -1,5 +1,5 @@
 """The start of a long text that decides its first tokens: truncating a 5 MB text to 512 tokens
-should not tokenize all of it (the tokenizers library holds tens of bytes per character).
+should not tokenize all of it (the tokenizers library's memory grows with the text).
 
 Only the words a cut crosses tokenize differently from the whole text, so a prefix somewhat longer
 than the tokens it must give is enough; these functions find such a prefix by tokenizing prefixes of
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 MAX_READ = 1 << 20  # characters of a text tokenized at once, to find or count its first tokens
-# Leading whitespace the scan skips; the tokenizers library still reads it once, at ~50 bytes a character.
+# Leading whitespace the scan skips; the tokenizers library still reads it once (see README for its memory).
 MAX_LEAD = 8 << 20
 SPACES = " \t\n\r"  # whitespace that BERT's normalizer and pre-tokenizer split at and drop
 
@@ -42,13 +42,23 @@ def prefixes(tokenizer: Tokenizer, texts: list[str], pairs: list[str | None] | N
             p_cut = prefix(tokenizer, p, max(max_length, count_tokens(tokenizer, t, what)), what)
         elif p_cut is p:
             t_cut = prefix(tokenizer, t, max(max_length, count_tokens(tokenizer, p, what)), what)
-        elif count_tokens(tokenizer, t, what) > count_tokens(tokenizer, p, what):  # both cut
-            t_cut = prefix(tokenizer, t, count_tokens(tokenizer, p_cut, what), what)
+        elif (n_t := count_tokens(tokenizer, t, what)) > (n_p := count_tokens(tokenizer, p, what)):  # both cut
+            t_cut, p_cut = keep_longer(tokenizer, t, n_t, p, p_cut, what)
         else:
-            p_cut = prefix(tokenizer, p, count_tokens(tokenizer, t_cut, what), what)
+            p_cut, t_cut = keep_longer(tokenizer, p, n_p, t, t_cut, what)
         cut.append(t_cut)
         cut_pairs.append(p_cut)
     return cut, None if pairs is None else cut_pairs
+
+
+def keep_longer(tokenizer: Tokenizer, longer: str, n_longer: int, shorter: str, shorter_cut: str, what: str
+                ) -> tuple[str, str]:
+    """Cuts of a pair's two texts, `longer` having more tokens whole (`n_longer`): the longer's cut has
+    more tokens than the shorter's cut."""
+    longer_cut = prefix(tokenizer, longer, count_tokens(tokenizer, shorter_cut, what), what)
+    if longer_cut is longer:  # the shorter's cut ends in part of a word with more tokens than the whole word
+        return longer, prefix(tokenizer, shorter, n_longer, what)  # whole, as it has no more tokens
+    return longer_cut, shorter_cut
 
 
 def prefix(tokenizer: Tokenizer, text: str, tokens: int, what: str = "a text") -> str:
@@ -60,12 +70,14 @@ def prefix(tokenizer: Tokenizer, text: str, tokens: int, what: str = "a text") -
     tokenizer drops, is skipped. A text whose next MAX_READ characters do not settle them (a long
     run of spaces inside, one huge word) is refused rather than tokenized whole.
     """
+    n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
+    if len(text) <= n:
+        return text
     lead = len(text) - len(text.lstrip(SPACES)) if splits_at_spaces(tokenizer) else 0
     if lead > MAX_LEAD:
         raise NpsqueezeError(f"{what} starts with {lead:,} characters of whitespace: npsqueeze skips at most "
                              f"{MAX_LEAD:,}; strip the text first")
     rest = text[lead:]
-    n = min(16 * tokens, MAX_READ)  # characters; prose has ~4 a token
     before, cut = [], 0
     while n < len(rest):
         e = tokenizer.encodings(rest[:n], add_special_tokens=False)[0]

@@ -133,22 +133,23 @@ class Tokenizer:
         single = is_single(text, is_split_into_words)
         texts, pairs = as_batch(text, text_pair, is_split_into_words)
         n_special = self.num_special_tokens[pairs is not None] if add_special_tokens else 0
-        if check_truncation(truncation):
+        if strategy := check_truncation(truncation):
             max_length = self.check_max_length(max_length, n_special)
             if not is_split_into_words:  # read long texts only as far as needed
                 texts, pairs = prefixes(self, texts, pairs, max_length)
         encodings = self.encodings(texts, pairs, max_length, truncation, add_special_tokens=add_special_tokens,
                                    is_split_into_words=is_split_into_words)
         length = self.check_max_length(max_length, n_special) if PADDING[padding] == "max_length" else None
-        if length and pad_to_multiple_of and truncation and length % pad_to_multiple_of:
+        if length and pad_to_multiple_of and strategy and length % pad_to_multiple_of:
             raise NpsqueezeError(f"truncation and padding to max_length {length}, which is not a multiple of "
                                  f"pad_to_multiple_of {pad_to_multiple_of}")
         if PADDING[padding] is None and return_tensors and len({len(e.ids) for e in encodings}) > 1:
             raise NpsqueezeError("the texts have different lengths in tokens: pass padding=True to "
                                  "pad them into one array")
-        keys = ["input_ids"] + ["token_type_ids"] * (return_token_type_ids is not False) + [
-            "attention_mask"] * (return_attention_mask is not False) + [
-            "special_tokens_mask"] * return_special_tokens_mask + ["offset_mapping"] * return_offsets_mapping
+        keys = [k for k, wanted in [("input_ids", True), ("token_type_ids", return_token_type_ids is not False),
+                                    ("attention_mask", return_attention_mask is not False),
+                                    ("special_tokens_mask", return_special_tokens_mask),
+                                    ("offset_mapping", return_offsets_mapping)] if wanted]
         multiple = pad_to_multiple_of if PADDING[padding] else None
         if return_tensors == "np":
             return BatchEncoding(self.pad(encodings, keys, length, multiple))
@@ -186,9 +187,16 @@ class Tokenizer:
             n_special = self.num_special_tokens[pairs is not None] if add_special_tokens else 0
             backend = self.truncating(self.check_max_length(max_length, n_special), stride, strategy)
         inputs = texts if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
-        with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first
-            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                        is_pretokenized=is_split_into_words)
+        options = dict(add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words)
+        try:
+            with library_errors("cannot tokenize"):  # e.g. a text too short to truncate with only_first
+                return backend.encode_batch(inputs, **options)
+        except NpsqueezeError:
+            # tokenizers reports whichever input failed first among its threads: name the first one
+            for i, one in enumerate(inputs if len(inputs) > 1 else []):
+                with library_errors(f"input {i + 1}: cannot tokenize"):
+                    backend.encode_batch([one], **options)
+            raise
 
     def truncating(self, max_length: int, stride: int, strategy: str) -> Backend:
         """A copy of the backend that truncates so, made on first use and never changed after.
@@ -268,9 +276,11 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
         """An id -> its token; a sequence of ids -> a list of tokens."""
-        skip = set(self.all_special_ids) if skip_special_tokens else set()
-        tokens = [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist() if i not in skip]
-        return tokens[0] if np.ndim(ids) == 0 else tokens
+        tokens = [self.backend.id_to_token(i) for i in self.check_ids(ids).tolist()]
+        if np.ndim(ids) == 0:
+            return tokens[0]
+        skip = set(self.all_special_tokens) if skip_special_tokens else set()
+        return [t for t in tokens if t not in skip]
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         """A token -> its id ([UNK]'s if it is not in the vocabulary); a list of tokens -> a list of ids."""
@@ -311,6 +321,7 @@ class Tokenizer:
 # --- the tokenizers library's failures, as one line ---------------------------------------------
 
 STDERR = threading.Lock()  # one redirection of file descriptor 2 at a time
+HELD: dict[int, int] = {}  # process id -> the file descriptor stderr is held in (a forked child makes its own)
 
 
 @contextmanager
@@ -322,10 +333,16 @@ def library_errors(what: str):
     the panic, and with RUST_BACKTRACE set a backtrace, on stderr. So stderr (the file descriptor,
     which Rust writes to) is held in a file while the library runs: passed on, or dropped on a panic.
     """
-    with STDERR, tempfile.TemporaryFile() as held:
+    with STDERR:
+        if os.getpid() not in HELD:
+            with tempfile.TemporaryFile() as f:  # already unlinked: gone when the process ends
+                HELD[os.getpid()] = os.dup(f.fileno())
+        held = HELD[os.getpid()]
+        os.ftruncate(held, 0)
+        os.lseek(held, 0, os.SEEK_SET)
         sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
+        os.dup2(held, 2)
         panic = None
         try:
             yield
@@ -341,10 +358,10 @@ def library_errors(what: str):
             os.dup2(saved, 2)
             os.close(saved)
             if panic is None:  # what the library printed otherwise goes on to stderr
-                held.seek(0)
-                data = held.read()
-                while data:
-                    data = data[os.write(2, data):]
+                os.lseek(held, 0, os.SEEK_SET)
+                while data := os.read(held, 1 << 16):
+                    while data:
+                        data = data[os.write(2, data):]
         if panic is not None:
             raise NpsqueezeError(f"{what} (the tokenizers library panicked: {first_line(panic)})") from None
 
@@ -445,24 +462,34 @@ def as_batch(text, text_pair, is_split_into_words: bool = False) -> tuple[list, 
     stays an empty second text. Texts are checked for lone surrogates, which tokenizers refuses.
     """
     single = is_single(text, is_split_into_words)
-    one = (lambda t: isinstance(t, (list, tuple)) and all(isinstance(w, str) for w in t)) if is_split_into_words \
-        else (lambda t: isinstance(t, str))
     texts = [text] if single else text
-    if not isinstance(texts, (list, tuple)) or not texts or not all(one(t) for t in texts):
+    if not isinstance(texts, (list, tuple)) or not texts or not all(is_text(t, is_split_into_words) for t in texts):
         raise NpsqueezeError("text must be a list of words or a non-empty list of such lists (is_split_into_words)"
                              if is_split_into_words else "text must be a string or a non-empty list of strings")
     if single and not text_pair:
         text_pair = None
     pairs = None if text_pair is None else [text_pair] if single else text_pair
     if pairs is not None and (not isinstance(pairs, (list, tuple)) or len(pairs) != len(texts) or not all(
-            p is None or one(p) for p in pairs)):
+            p is None or is_text(p, is_split_into_words) for p in pairs)):
         raise NpsqueezeError("text_pair must match text: a string for a string, a list of the same "
                              "length for a list")
-    for i, t in enumerate(texts):
-        check_text(t, "the text" if single else f"input {i + 1}")
-        if pairs is not None and pairs[i] is not None:
+    for i, t in enumerate(texts):  # ASCII holds no surrogate: most texts need no search
+        if not is_ascii(t):
+            check_text(t, "the text" if single else f"input {i + 1}")
+        if pairs is not None and pairs[i] is not None and not is_ascii(pairs[i]):
             check_text(pairs[i], "the text pair" if single else f"input {i + 1}'s pair")
     return list(texts), None if pairs is None else list(pairs)
+
+
+def is_text(t, is_split_into_words: bool) -> bool:
+    """Whether `t` is one text: a string, or with is_split_into_words a list of words."""
+    if is_split_into_words:
+        return isinstance(t, (list, tuple)) and all(isinstance(w, str) for w in t)
+    return isinstance(t, str)
+
+
+def is_ascii(t: str | list[str]) -> bool:
+    return t.isascii() if isinstance(t, str) else all(w.isascii() for w in t)
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -473,7 +500,7 @@ def check_text(text: str | list[str], what: str) -> None:
     U+DC80-U+DCFF are the bytes that were not UTF-8 in a file or argument read with surrogateescape."""
     words = [text] if isinstance(text, str) else text
     for j, word in enumerate(words):
-        if not word.isascii() and (m := SURROGATE.search(word)):
+        if m := SURROGATE.search(word):
             c = ord(m.group())
             cause = (f"byte 0x{c - 0xDC00:02x}, which is not UTF-8," if 0xDC80 <= c <= 0xDCFF
                      else f"a lone surrogate U+{c:04X}, which is not Unicode text,")

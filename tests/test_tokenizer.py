@@ -372,8 +372,8 @@ def test_bad_calls(tok):
 
 # --- long texts: read only as far as the limit needs, with the whole text's result ----------------
 
-def assert_heads_exact(tok, texts, pairs, max_length, truncation=True):
-    """Encoding the heads truncated gives what encoding the whole texts truncated gives, or its error."""
+def assert_prefixes_exact(tok, texts, pairs, max_length, truncation=True):
+    """Encoding the prefixes truncated gives what encoding the whole texts truncated gives, or its error."""
     try:
         whole = tok.encodings(texts, pairs, max_length, truncation)
     except NpsqueezeError as e:  # e.g. only_second with a short second text
@@ -402,13 +402,13 @@ EDGES = [
 
 
 @pytest.mark.parametrize("max_length", [8, 13])
-def test_heads_give_what_whole_texts_give(ours, max_length):
-    assert_heads_exact(ours, EDGES, None, max_length)
+def test_prefixes_give_what_whole_texts_give(ours, max_length):
+    assert_prefixes_exact(ours, EDGES, None, max_length)
     for first, second in [(EDGES[0], "short"), ("short", EDGES[3]), (EDGES[6], EDGES[7]), (EDGES[7], EDGES[6]),
                           ("北京" * 60, "long english text " * 10), ("long english text " * 10, "北京" * 60)]:
-        assert_heads_exact(ours, [first, second], [second, first], max_length)  # odd room: 5 and 10 places
+        assert_prefixes_exact(ours, [first, second], [second, first], max_length)  # odd room: 5 and 10 places
     for strategy in ("only_first", "only_second"):
-        assert_heads_exact(ours, ["a b c " * 30], ["d"], max_length, strategy)
+        assert_prefixes_exact(ours, ["a b c " * 30], ["d"], max_length, strategy)
 
 
 words = st.sampled_from(["hello", "naïve", "北京", "[MASK]", "a.b", "x" * 110, "é", "e\u0301", "Σ", "İ", ",", "👍"])
@@ -418,11 +418,11 @@ texts = st.lists(st.tuples(words, gaps), max_size=120).map(lambda parts: "".join
 
 @settings(max_examples=150, deadline=None)
 @given(text=texts, pair=st.none() | texts, max_length=st.integers(4, 24))
-def test_heads_property(tok, text, pair, max_length):
-    assert_heads_exact(tok, [text], None if pair is None else [pair], max_length)
+def test_prefixes_property(tok, text, pair, max_length):
+    assert_prefixes_exact(tok, [text], None if pair is None else [pair], max_length)
 
 
-def test_what_heads_cut(tok):
+def test_what_prefixes_cut(tok):
     long = "The quick brown fox jumps over the lazy dog. " * 250_000  # 11 MB: read 32 KB of it
     text, = prefixes(tok, [long], None, 512)[0]
     assert len(text) == 8192 and long.startswith(text)

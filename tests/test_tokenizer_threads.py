@@ -14,7 +14,7 @@ from checkpoints import minilm_path
 from npsqueeze import NpsqueezeError, Tokenizer
 from npsqueeze.config import WEIGHTS_DIR
 
-THREADS, CALLS = 16, 200
+THREADS, CALLS = 16, 125  # 2,000 calls per tokenizer, each compared with the same call alone
 WORDS = "the quick brown fox jumps over a lazy dog naïve café 北京 👍 unbelievable , . ! [MASK]".split()
 
 
@@ -30,10 +30,11 @@ def random_call(rng: random.Random) -> tuple[str, tuple, dict]:
     batch = texts(rng)
     pairs = rng.choice([None, texts(rng)[:1] * len(batch), [rng.choice(["", "x y", None]) for _ in batch]])
     max_length = rng.choice([None, 8, 13, 32, 64, 512])
-    strategy = rng.choice([True, "longest_first", "only_first", "only_second", False])
+    strategy = rng.choice([True, True, "longest_first", "only_first", "only_second", False])
     if rng.random() < 0.3:  # windows of a long second text, as question answering asks for them
         stride = rng.choice([0, 1, 3])
-        return "encodings", (batch, [texts(rng, long=200)[0] for _ in batch]), dict(
+        questions = texts(rng, long=8)
+        return "encodings", (questions, [texts(rng, long=200)[0] for _ in questions]), dict(
             max_length=rng.choice([16, 24]), truncation="only_second", stride=stride)
     kwargs = dict(max_length=max_length, truncation=strategy if max_length else False,
                   padding=rng.choice([False, True, "max_length"] if max_length else [False, True]),
@@ -63,7 +64,7 @@ def test_shared_tokenizer_from_16_threads(folder):
     rng = random.Random(24)
     calls = [random_call(rng) for _ in range(THREADS * CALLS)]
     alone = [outcome(tok, *c) for c in calls]  # each call made alone, one after another
-    assert sum(a[0] == "error" for a in alone) < len(calls) // 4  # mostly real results, some errors
+    assert sum(a[0] == "error" for a in alone) < len(calls) // 3  # mostly real results, some errors
     fd2 = os.fstat(2)
     together: list = [None] * len(calls)
     start = threading.Barrier(THREADS)
