@@ -497,7 +497,7 @@ class QuestionAnswering(Pipeline):
         _, contexts = as_batch(question, context)
         if contexts is None or None in contexts:
             raise NpsqueezeError("question answering needs a context for every question")
-        for i, c in enumerate(contexts):  # read whole, in windows: tokenizers takes ~140 bytes a character
+        for i, c in enumerate(contexts):  # read whole, in windows: tokenizers holds ~130 bytes a character (README)
             if len(c) > MAX_READ:
                 raise NpsqueezeError(f"context {i + 1} has {len(c):,} characters: npsqueeze reads contexts of "
                                      f"up to {MAX_READ:,}; split the document")
