@@ -112,7 +112,8 @@ class Tokenizer:
                  max_length: int | None = None, is_split_into_words: bool = False,
                  pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
                  return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
-                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
+                 **unsupported) -> BatchEncoding:
         """Tokenize a text, a list of texts, or (text, text_pair) sentence pairs; arguments as in
         transformers (`truncation=None` truncates when max_length is given and padding is not; with
         `is_split_into_words` a text is a list of words). Returns `input_ids`, `token_type_ids`,
@@ -121,6 +122,9 @@ class Tokenizer:
         offsets [batch, seq, 2]); by default Python lists, as transformers returns them (a single
         text's flat, a batch's one list per text).
         """
+        if unsupported:  # transformers' other options (stride, return_overflowing_tokens, ...): one clear line
+            raise NpsqueezeError(f"the tokenizer takes no {', '.join(unsupported)}"
+                                 + (" (windows with a stride: tok.encodings(..., stride=))" if "stride" in unsupported else ""))
         if return_tensors not in (None, "np"):
             raise NpsqueezeError(f"return_tensors must be 'np' (NumPy arrays) or None (lists), got {return_tensors!r}"
                                  + (": npsqueeze has no torch" if return_tensors == "pt" else ""))

@@ -176,3 +176,11 @@ def test_tokenize_matches_transformers(ours, fast):
             for special in (False, True):
                 assert ours.tokenize(text, pair, add_special_tokens=special) == fast.tokenize(
                     text, pair, add_special_tokens=special)
+
+
+def test_options_npsqueeze_does_not_take_are_one_clear_error():
+    tok = Tokenizer.from_pretrained(WEIGHTS_DIR)
+    with pytest.raises(NpsqueezeError, match=r"^the tokenizer takes no stride, return_overflowing_tokens \(windows"):
+        tok("one two three", stride=1, return_overflowing_tokens=True)
+    with pytest.raises(NpsqueezeError, match="^the tokenizer takes no verbose$"):
+        tok.encode("one two three", verbose=False)
