@@ -3,8 +3,8 @@
 For large inputs a pipeline can run its batches in `workers` processes of one thread each, each
 with its own share of the batches (a busy core then slows only the batches it holds; see
 parallel.py for threads), or on any `concurrent.futures.Executor` it is given (a process pool, a
-Dask cluster's `distributed.Client.get_executor()`, ...). A batch goes to a worker as a pickled
-task: the pipeline's method and the packed batch. The pipeline itself pickles as the folder and
+Dask cluster's from `npsqueeze.tools.cluster.executor(client)`, ...). A batch goes to a worker as
+a pickled task: the pipeline's method and the packed batch. The pipeline itself pickles as the folder and
 settings it was loaded from (`Workers.source`), and each worker process loads it from there once
 (`shared`); its safetensors weights are memory-mapped, so the processes on one machine share them.
 Workers started afresh import the caller's main module: guard its top level with
