@@ -81,10 +81,11 @@ def groups_sweep(cfg: Config, seq_len: int, batch_size: int, head: str | None) -
     return rows
 
 
-def measure(report: dict, configs: dict[str, Config], repeat: int) -> None:
+def measure(report: dict, configs: dict[str, Config], repeat: int, say=lambda message: None) -> None:
     """Time the models through the engine with random weights, into `report`: each model's profile
     (profiler.profile) and latency, then the sweeps, measured beside the counts: latency against
-    sequence length for every model, and against the group count G for the first."""
+    sequence length for every model, and against the group count G for the first. `say` is told each
+    of the three steps as it starts."""
     seq_len, batch_size, head = report["seq_len"], report["batch_size"], report["head"]
     rng = np.random.default_rng(0)
 
@@ -92,12 +93,14 @@ def measure(report: dict, configs: dict[str, Config], repeat: int) -> None:
         return flops.engine_model(cfg, head, lambda shape: random_weight(rng, shape))
 
     models = {name: build(cfg) for name, cfg in configs.items()}
+    say(f"1/3: profiling {len(models)} models, {repeat} passes each")
     profiles = profiler.profile(models, flops.dummy_ids(seq_len, batch_size, head), repeat)
     for entry in report["models"]:
         entry["profile"] = profiles[entry["name"]]
         entry["latency_ms"] = entry["profile"]["forward_ms"]
     longest = min(cfg.max_position_embeddings for cfg in configs.values())
     seqs = [W for W in SEQ_SWEEP if W <= longest]
+    say(f"2/3: latency against sequence length ({', '.join(map(str, seqs))} tokens)")
     times = profiler.latencies({(name, W): (model, flops.dummy_ids(W, batch_size, head))
                                 for W in seqs for name, model in models.items()}, repeat)
     seq_rows = [{"seq_len": W,
@@ -109,6 +112,7 @@ def measure(report: dict, configs: dict[str, Config], repeat: int) -> None:
     sweep, first = report["groups_sweep"], next(iter(configs.values()))
     swept = {row["groups"]: (build(dataclasses.replace(first, **{role: row["groups"] for role in SWEPT_ROLES})),
                              flops.dummy_ids(seq_len, batch_size, head)) for row in sweep["rows"]}
+    say(f"3/3: latency against groups (G = {', '.join(str(G) for G in swept)})")
     times = profiler.latencies(swept, repeat)
     report["sweeps"] = {"model": sweep["model"], "roles": sweep["roles"], "configured": sweep["configured"],
                         "groups": [row | times[row["groups"]] for row in sweep["rows"]], "seq_len": seq_rows}
@@ -150,7 +154,7 @@ def build_report(specs: list[str], seq_len: int = 128, batch_size: int = 1, head
         say(f"timing {len(loaded)} models, their modules and the sweeps (repeat {repeat})")
         with using_threads(threads), using_blas_threads(threads):
             report["measured"], report["machine"] = {"repeat": repeat}, environment()
-            measure(report, loaded, repeat)
+            measure(report, loaded, repeat, say)
     return report, list(loaded.values())
 
 
