@@ -55,14 +55,33 @@ def connect(address: str, task: Callable):
 
 
 def executor(client) -> Executor:
-    """A concurrent.futures executor that runs tasks on the workers of a `distributed.Client`. Dask's
-    own (client.get_executor()) does not map over iterators, which pipelines hand it."""
-    from distributed.cfexecutor import ClientExecutor
+    """A concurrent.futures executor that runs tasks on the workers of a `distributed.Client`.
 
-    class Tasks(ClientExecutor):
-        map = Executor.map  # submits each task in turn: any iterable
+    Each task's Dask future is released as soon as its result has come back: the cluster then drops
+    the result, and memory stays flat however many tasks a job submits. (Dask's own
+    client.get_executor() keeps each future until Python's garbage collector breaks the cycle between
+    it and its concurrent.futures twin, so the workers held every result of a long job; nor does its
+    `map` take the iterators pipelines hand it.)
+    """
+    import concurrent.futures as cf
 
-    return Tasks(client, pure=False)  # pure: Dask would hash every batch to find equal ones
+    class Tasks(Executor):
+        def submit(self, fn, *args, **kwargs) -> cf.Future:
+            done = cf.Future()
+            task = client.submit(fn, *args, pure=False, **kwargs)  # pure: Dask would hash every chunk
+
+            def finish(task) -> None:  # on Dask's callback thread, once the task is done or failed
+                try:
+                    done.set_result(task.result())
+                except BaseException as e:
+                    done.set_exception(e)
+                finally:
+                    task.release()
+
+            task.add_done_callback(finish)
+            return done
+
+    return Tasks()
 
 
 def check_scheduler(address: str) -> None:
