@@ -225,14 +225,3 @@ def test_bad_measure_arguments(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("npsqueeze report: error: ") and message in err and err.count("\n") == 1
 
-
-def test_report_measure_tells_each_step_on_a_terminal(small_configs, capsys):
-    """Measuring takes long: on a terminal (progress=True) each step is a line on stderr as it starts."""
-    from npsqueeze.tools.report import build_report
-
-    build_report([str(small_configs["squeezebert"])], seq_len=8, baseline=str(small_configs["bert"]), repeat=1,
-                 progress=True)
-    err = capsys.readouterr().err.splitlines()
-    assert [line.split(":")[1].strip() for line in err[-3:]] == ["1/3", "2/3", "3/3"], err
-    assert err[-3] == "npsqueeze report: 1/3: profiling 2 models, 1 passes each"
-    assert err[-1].startswith("npsqueeze report: 3/3: latency against groups (G = 1, ")

@@ -288,7 +288,10 @@ def test_progress_lines_on_request(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "npsqueeze report: counting squeezebert-uncased's FLOPs as the engine runs",
         "npsqueeze report: counting bert-base-uncased's FLOPs as the engine runs",
-        "npsqueeze report: timing 2 models, their modules and the sweeps (repeat 1)"]
+        "npsqueeze report: timing 2 models, their modules and the sweeps (repeat 1)",
+        "npsqueeze report: 1/3: profiling 2 models, 1 passes each",  # each step told as it starts
+        "npsqueeze report: 2/3: latency against sequence length (16, 32, 64, 128, 256, 512 tokens)",
+        "npsqueeze report: 3/3: latency against groups (G = 1, 2, 4, 8, 16)"]
 
 
 def test_out_must_not_be_a_file(tmp_path, capsys):

@@ -208,6 +208,7 @@ def warnings_to_stderr(command: str):
     """Warnings given inside the block as one stderr line each, like errors."""
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # Python's own, about files the collector closes
         warnings.showwarning = lambda message, *_, **__: print(f"npsqueeze {command}: warning: {message}",
                                                                file=sys.stderr)
         yield
