@@ -213,7 +213,7 @@ def summary(r: dict) -> list[str]:
                    f"({fewer(m['flops'], base['flops'])}), elementwise ops "
                    f"{ratio(m['elementwise_ops'], base['elementwise_ops'])}.")
     if "instrumented_flops" in base:
-        out += ["", "FLOPs, instrumented: tallied by `ops.matmul` while the NumPy forward pass ran on "
+        out += ["", "FLOPs, instrumented: counted at every `ops.matmul` (tools/tally.py) while the NumPy forward pass ran on "
                 "zero-stride (free) weights; \"agree\" means equal to the formulas, module by module."]
     return out
 
