@@ -209,9 +209,13 @@ def warnings_to_stderr(command: str):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ResourceWarning)  # Python's own, about files the collector closes
-        warnings.showwarning = lambda message, *_, **__: print(f"npsqueeze {command}: warning: {message}",
-                                                               file=sys.stderr)
+        warnings.showwarning = lambda message, *_, **__: warn(command, message)
         yield
+
+
+def warn(command: str, message) -> None:
+    """A warning as the commands tell it: one stderr line, like an error."""
+    print(f"npsqueeze {command}: warning: {message}", file=sys.stderr)
 
 
 def predict(pipe: Pipeline, options: dict, chunk: stream.Chunk) -> tuple[list, list[str]]:
@@ -348,7 +352,7 @@ class Notes:
             self.shown += [chunk.start + int(n) for n in re.findall(r"\d+", m[3])][:10 - len(self.shown)]
 
     def warn(self, message: str) -> None:
-        print(f"npsqueeze {self.command}: warning: {message}", file=sys.stderr)
+        warn(self.command, message)
 
     def tell(self) -> None:
         if self.truncated:
