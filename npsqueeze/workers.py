@@ -3,7 +3,7 @@
 For large inputs a pipeline can run its batches in `workers` processes of one thread each, each
 with its own share of the batches (a busy core then slows only the batches it holds; see
 parallel.py for threads), or on any `concurrent.futures.Executor` it is given (a process pool, a
-Dask cluster's from `npsqueeze.tools.cluster.executor(client)`, ...). A batch goes to a worker as
+Dask cluster's, or a `distributed.Client` itself, ...). A batch goes to a worker as
 a pickled task: the pipeline's method and the packed batch. The pipeline itself pickles as the folder and
 settings it was loaded from (`Workers.source`), and each worker process loads it from there once
 (`shared`); its safetensors weights are memory-mapped, so the processes on one machine share them.
@@ -18,12 +18,15 @@ import os
 import pickle
 import signal
 import threading
+import time
 import warnings
 from concurrent.futures import BrokenExecutor, Executor
 from typing import Callable, Iterable
 
 from .config import NpsqueezeError, check_count
 from .parallel import using_threads
+
+ORPHAN_CHECK_SECONDS = 1  # how often a worker process checks that its parent is still there
 
 
 class Workers:
@@ -37,6 +40,11 @@ class Workers:
 
     def __init__(self, n: int = 1, executor: Executor | None = None):
         check_count("workers", n)
+        if type(executor).__module__.startswith("distributed.") and hasattr(executor, "get_executor"):
+            executor = dask_executor(executor)  # a distributed.Client
+        elif executor is not None and not callable(getattr(executor, "submit", None)):
+            raise NpsqueezeError(f"executor= takes a concurrent.futures.Executor or a distributed.Client, not "
+                                 f"{type(executor).__name__}")
         self.n, self.executor = n, executor
         self.source: tuple[type, str, dict] | None = None
         self.pool: Executor | None = None  # the worker processes started here
@@ -59,7 +67,7 @@ class Workers:
         `progress` on stderr when there are several batches. Ctrl-C stops the worker processes; a
         worker that died is one NpsqueezeError line."""
         pool = self.executor_for(n_batches)
-        outputs = map(fn, batches) if pool is None else pool.map(functools.partial(call, pickle.dumps(fn)), batches)
+        outputs = map(fn, batches) if pool is None else submitted(pool, functools.partial(call, pickle.dumps(fn)), batches)
         try:
             return list(outputs if progress is None else progress_bar(outputs, n_batches, progress))
         except KeyboardInterrupt:
@@ -90,6 +98,49 @@ class Workers:
             pool, self.pool = self.pool, None
         if pool is not None:
             pool.shutdown()
+
+
+def submitted(executor: Executor, fn: Callable, batches: Iterable) -> Iterable:
+    """fn(batch) for each batch, in order, every batch submitted to `executor` first (Executor.map's
+    way, by `submit` alone, which Dask's executors take too); what is not done when one fails or the
+    caller stops is cancelled."""
+    futures = [executor.submit(fn, batch) for batch in batches]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def dask_executor(client) -> Executor:
+    """A concurrent.futures executor that runs tasks on the workers of a `distributed.Client` (what a
+    pipeline given `executor=client` runs its batches on): Dask's `client.get_executor()` but for two
+    things. A task is not `pure` (Dask would hash every batch to name it), and its Dask future is
+    released as soon as its result is back here, so the worker drops the result then, rather than
+    when the caller drops the future (a pipeline call keeps all of its futures until it returns).
+    """
+    import concurrent.futures as cf
+
+    class Tasks(Executor):
+        def submit(self, fn, *args, **kwargs) -> cf.Future:
+            done = cf.Future()
+            task = client.submit(fn, *args, pure=False, **kwargs)
+
+            def finish(task) -> None:  # on Dask's callback thread, once the task is done or failed
+                try:
+                    if not done.cancelled():
+                        done.set_result(task.result())
+                except BaseException as e:
+                    done.set_exception(e)
+                finally:
+                    task.release()
+
+            task.add_done_callback(finish)
+            done.add_done_callback(lambda done: task.cancel() if done.cancelled() else None)
+            return done
+
+    return Tasks()
 
 
 _shared: dict[str, object] = {}
@@ -125,12 +176,26 @@ def call(task: bytes, *args):
 
 def worker_pool(workers: int) -> Executor:
     """A pool of `workers` fresh Python processes (spawned: no state or thread inherited from this one)
-    that ignore Ctrl-C: the parent stops them (see `stop`)."""
+    that ignore Ctrl-C, the parent stopping them (see `stop`), and end when the parent is gone."""
     import multiprocessing  # here, as the pool: they take longer to import than a command takes to start
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+                               initializer=start_worker, initargs=(os.getpid(),))
+
+
+def start_worker(parent: int) -> None:
+    """In a new worker process: ignore Ctrl-C, and end once `parent` has ended. A parent killed outright
+    (SIGKILL, the out-of-memory killer) cannot stop its workers, and they would wait for tasks forever:
+    each worker holds its own end of the pool's task queue, so it never reads an end of file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="npsqueeze-parent-watch", daemon=True).start()
 
 
 def stop(executor: Executor) -> None:

@@ -73,13 +73,39 @@ def test_a_killed_worker_has_its_chunks_done_again(cluster, models, files, tmp_p
     client.wait_for_workers(2, timeout=120)  # its nanny starts it again, for the tests after this one
 
 
-def test_the_python_api_takes_the_clusters_executor(cluster, models):
-    from npsqueeze.tools.cluster import executor
-
+def test_the_python_api_takes_a_client_or_its_executor(cluster, models):
     _, client = cluster
     texts = lines(100, seed=3)
-    embed = npsqueeze.pipeline("sentence-embedding", models[None], batch_size=4, executor=executor(client))
-    np.testing.assert_allclose(embed(texts), npsqueeze.pipeline("sentence-embedding", models[None])(texts), atol=1e-6)
+    here = npsqueeze.pipeline("sentence-embedding", models[None])(texts)
+    for executor in (client, client.get_executor()):
+        embed = npsqueeze.pipeline("sentence-embedding", models[None], batch_size=4, executor=executor)
+        np.testing.assert_allclose(embed(texts), here, atol=1e-6)
+    with pytest.raises(NpsqueezeError, match="^executor= takes a concurrent.futures.Executor or a distributed.Client, "
+                                             "not str$"):
+        npsqueeze.pipeline("sentence-embedding", models[None], executor="tcp://127.0.0.1:8786")
+
+
+def test_the_commands_client_keeps_no_copy_of_the_chunks_it_sends(cluster, models, monkeypatch):
+    # Dask's client keeps its last 1,000 messages to the scheduler, each with a chunk's lines: the
+    # command's memory grew with the job until connect() turned that log off.
+    import distributed
+
+    from npsqueeze.tools.cluster import connect
+
+    address, _ = cluster
+    clients = []
+
+    class Client(distributed.Client):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            clients.append(self)
+
+    monkeypatch.setattr(distributed, "Client", Client)
+    with connect(address, functools.partial(infer.predict, npsqueeze.pipeline("sentence-embedding", models[None]), {})) \
+            as (executor, _):
+        assert [f.result() for f in [executor.submit(len, "x" * n) for n in range(50)]] == list(range(50))
+        log = clients[0].scheduler_comm.recent_message_log
+    assert log.maxlen == 0 and not log
 
 
 def test_workers_that_cannot_load_the_model_are_one_line(cluster, models, tmp_path):

@@ -531,3 +531,28 @@ def test_a_worker_process_that_dies_is_one_line_and_the_work_done_kept(models, f
                     "npsqueeze embed: error: a worker process ended unexpectedly")
     assert not out.exists()
     assert npsqueeze_cli("embed", models[None], "--file", files[20_000], "--out", out, "--resume").returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to find the worker processes")
+def test_the_worker_processes_of_a_killed_command_end_too(models, files, tmp_path):
+    out = tmp_path / "e.npy"
+    command = subprocess.Popen([sys.executable, "-m", "npsqueeze", "embed", str(models[None]), "--file",
+                                str(files[20_000]), "--out", str(out), "--workers", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = tmp_path / "e.npy.partial" / "data"
+    deadline = time.monotonic() + 300
+    while not (data.exists() and data.stat().st_size > 500_000):
+        assert command.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    workers = [c for c in children(command.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert len(workers) == 2
+    command.kill()  # the command alone, as `kill -9` or the out-of-memory killer would: it cannot stop them
+    command.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if Path(f"/proc/{w}").exists() and "spawn_main" in Path(f"/proc/{w}/cmdline").read_text()]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "worker processes outlived their command"
+    assert npsqueeze_cli("embed", models[None], "--file", files[20_000], "--out", out, "--resume").returncode == 0

@@ -7,23 +7,24 @@ keeps it for every chunk it runs; the command first has every worker load it, an
 in one line if one cannot. Results come back to the command, which writes them in input order.
 Dask runs a chunk again on another worker if its worker dies.
 
-In Python, a pipeline runs its batches on a cluster the same way, given the cluster's `executor`:
+In Python, a pipeline runs its batches on a cluster the same way, given the cluster's client:
 
+    import dask
     from distributed import Client
-    from npsqueeze.tools.cluster import executor
+    dask.config.set({"distributed.admin.low-level-log-length": 0})  # see connect(): else memory grows
     client = Client("tcp://scheduler:8786")
-    embed = npsqueeze.pipeline("sentence-embedding", "/shared/minilm", executor=executor(client))
+    embed = npsqueeze.pipeline("sentence-embedding", "/shared/minilm", executor=client)
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Callable
 
 from ..config import NpsqueezeError
+from ..workers import dask_executor
 
 CONNECT_SECONDS = 5  # an address that does not answer: an error after this long
 
@@ -33,18 +34,22 @@ def connect(address: str, task: Callable):
     """(executor, slots): a concurrent.futures executor of the Dask cluster whose scheduler is at
     `address` and the threads of its workers, every worker having loaded `task`'s pipeline."""
     try:
+        import dask
         from distributed import Client
     except ImportError:
         raise NpsqueezeError('--cluster needs Dask, which is not installed: pip install "npsqueeze[dask]"') from None
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # a worker lost is retried, not told
     check_scheduler(address)
-    client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    # The client keeps its last low-level-log-length (1,000) messages to the scheduler for debugging,
+    # each task's pickled chunk among them: memory that grows with the job up to 1,000 chunks.
+    with dask.config.set({"distributed.admin.low-level-log-length": 0}):
+        client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
     try:
         slots = sum(client.nthreads().values())
         if not slots:
             raise NpsqueezeError(f"the Dask cluster at {address} has no workers")
         check_workers(client, pickle.dumps(task))
-        yield executor(client), slots
+        yield dask_executor(client), slots
     except (NpsqueezeError, OSError, KeyboardInterrupt):
         raise
     except Exception as e:  # the cluster's own: a chunk whose workers kept dying, a scheduler gone
@@ -52,36 +57,6 @@ def connect(address: str, task: Callable):
                              f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     finally:
         client.close()
-
-
-def executor(client) -> Executor:
-    """A concurrent.futures executor that runs tasks on the workers of a `distributed.Client`.
-
-    Each task's Dask future is released as soon as its result has come back: the cluster then drops
-    the result, and memory stays flat however many tasks a job submits. (Dask's own
-    client.get_executor() keeps each future until Python's garbage collector breaks the cycle between
-    it and its concurrent.futures twin, so the workers held every result of a long job; nor does its
-    `map` take the iterators pipelines hand it.)
-    """
-    import concurrent.futures as cf
-
-    class Tasks(Executor):
-        def submit(self, fn, *args, **kwargs) -> cf.Future:
-            done = cf.Future()
-            task = client.submit(fn, *args, pure=False, **kwargs)  # pure: Dask would hash every chunk
-
-            def finish(task) -> None:  # on Dask's callback thread, once the task is done or failed
-                try:
-                    done.set_result(task.result())
-                except BaseException as e:
-                    done.set_exception(e)
-                finally:
-                    task.release()
-
-            task.add_done_callback(finish)
-            return done
-
-    return Tasks()
 
 
 def check_scheduler(address: str) -> None:
