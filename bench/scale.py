@@ -122,7 +122,7 @@ def runs(model: str, folder: Path, lines: int, file: Path, tmp: Path, address: s
 
 def to_markdown(r: dict) -> str:
     lines = [f"`npsqueeze embed --file --out .npy`, {r['workers']} worker processes here and on a LocalCluster of "
-             f"{r['workers']} one-thread workers; {r['machine']}.", "",
+             f"{r['workers']} one-thread workers (Dask's profiler off); {r['machine']}.", "",
              "| model | lines | where | wall time, s | lines/s | peak MB, command | peak MB, a cluster worker | same bytes |",
              "|---|--:|---|--:|--:|--:|--:|---|"]
     for x in r["rows"]:
