@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -106,6 +107,7 @@ def test_the_commands_client_keeps_no_copy_of_the_chunks_it_sends(cluster, model
         assert [f.result() for f in [executor.submit(len, "x" * n) for n in range(50)]] == list(range(50))
         log = clients[0].scheduler_comm.recent_message_log
     assert log.maxlen == 0 and not log
+    assert logging.getLogger("distributed.client").getEffectiveLevel() == logging.CRITICAL  # it told of retries
 
 
 def test_workers_that_cannot_load_the_model_are_one_line(cluster, models, tmp_path):

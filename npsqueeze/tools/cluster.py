@@ -38,7 +38,10 @@ def connect(address: str, task: Callable):
         from distributed import Client
     except ImportError:
         raise NpsqueezeError('--cluster needs Dask, which is not installed: pip install "npsqueeze[dask]"') from None
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # a worker lost is retried, not told
+    # A worker lost is retried, not told. Dask's configuration gives some of its loggers levels of their
+    # own (distributed.client: "Couldn't gather 1 keys, rescheduling"), so each is set.
+    for name in ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     check_scheduler(address)
     # The client keeps its last low-level-log-length (1,000) messages to the scheduler for debugging,
     # each task's pickled chunk among them: memory that grows with the job up to 1,000 chunks.
