@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
-import warnings
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -30,7 +28,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tokenizers import Encoding
 
-from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown
+from .config import NpsqueezeError, check_count, checkpoint_folder, read_json, shown, warn
 from .model import mlm_head, sequence_starts
 from .modeling import ModelOutput, SqueezeBertModel, from_pretrained
 from .ops import softmax
@@ -198,17 +196,6 @@ def check_vocabulary(tokenizer: Tokenizer, cfg) -> None:
     if top >= cfg.vocab_size or cfg.vocab_size - len(ids) >= PADDING_ROWS:
         raise NpsqueezeError(f"the tokenizer's vocabulary ({len(ids):,} tokens, ids up to {top:,}) does not fit the "
                              f"model's {cfg.vocab_size:,} embedding rows: are they from the same checkpoint?")
-
-
-PACKAGE = str(Path(__file__).parent)
-
-
-def warn(message: str) -> None:
-    """A UserWarning that points at the line outside npsqueeze that led here: the caller's."""
-    frame, level = sys._getframe(), 1  # stacklevel 1: this function's line
-    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, stacklevel=level)
 
 
 def as_texts(inputs) -> tuple[list[str], bool]:
