@@ -6,8 +6,8 @@ Everything runs on the same cores in one run, the engines taking turns so that l
 on the machine slows them alike (npsqueeze.tools.measure.timings): compare ratios, not times. On
 each workload both models' engines take turns in one loop, so BERT-base / SqueezeBERT is measured
 in the same minutes as the ratios to torch. npsqueeze runs with --threads threads
-(npsqueeze.parallel.set_threads: a batch's sequences, or a lone sequence's positions, shared out
-among them).
+(npsqueeze.parallel.set_threads: a batch's sequences shared out among them, a lone sequence's
+matrix products on all of BLAS's threads).
 
 - Models: SqueezeBERT (squeezebert-uncased's config) and BERT-base with random weights that every
   engine shares (transformers builds and saves each model, npsqueeze loads the folder,

@@ -30,7 +30,7 @@ def test_every_head_matches_transformers(tmp_path, monkeypatch, family, head):
     monkeypatch.setattr(parallel, "MIN_POSITIONS", 1)  # these short inputs shared out too
     for rows in (slice(None), slice(1)):  # the batch, and its first item alone
         theirs = reference(ref, ids[rows], mask[rows], tt[rows])
-        for threads in (1, 2):  # two: a batch's sequences, or a lone sequence's positions, shared out
+        for threads in (1, 2):  # two: a batch's sequences shared out, a lone one on BLAS's threads
             with parallel.using_threads(threads):
                 assert_parity(model(ids[rows], mask[rows], tt[rows]), theirs, EXPECTED[head])
 

@@ -91,7 +91,7 @@ def to_markdown(r: dict) -> str:
     env = r["environment"]
     lines = [f"NumPy {env['numpy']} ({env['blas']}), {env['cpus']} CPUs; median and min of {r['repeat']} runs "
              f"after {WARMUP} warm-ups. threads: as the environment set BLAS's (-: unset, every core); "
-             "a batch's sequences, or a lone sequence's positions, are shared out among them. "
+             "a batch's sequences are shared out among them (a lone sequence: its products on every one). "
              f"ratio: the median over {r['results'][0]['model']}'s on the same workload.",
              "",
              "| model | weights | batch | seq | threads | median ms | min ms | ratio | seq/s | GFLOP | GFLOP/s | "
@@ -119,8 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens per sequence; several values make several workloads (default 128)")
     p.add_argument("--repeat", type=int, default=20, help="timed forward passes per workload (default 20)")
     p.add_argument("--threads", type=int,
-                   help="threads of the forward pass (a batch's sequences, or a lone sequence's positions, "
-                        "shared out among them): sets " + ", ".join(THREAD_VARS) +
+                   help="threads of the forward pass (a batch's sequences shared out among them, a lone "
+                        "sequence's products on all): sets " + ", ".join(THREAD_VARS) +
                         " for the measurement (default: as the environment says, else every core)")
     p.add_argument("--profile", action="store_true",
                    help="also time every matrix product and elementwise step of the forward pass beside "

@@ -68,7 +68,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, pairs: bool, out: str)
     parser.add_argument("--max-length", type=int, metavar="N",
                         help="truncate each input to N tokens (default: the model's limit)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads per process, a batch's positions shared out among them (default 1: "
+                        help="threads per process, a batch's sequences shared out among them (default 1: "
                              "threads wait for each other, and stall whenever another program holds a core)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes, one thread each, for inputs of at least "
